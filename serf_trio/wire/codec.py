@@ -1,0 +1,298 @@
+"""Encode and decode single memberlist messages (``[type byte][msgpack body]``).
+
+Owns the Go-compatible msgpack dialect of the gossip path (WIRE.md 1): strings and byte slices
+are both old-spec raw (``use_bin_type=False``), struct keys are emitted sorted by name, and a
+decoder is *total*: any input gives a message or a :class:`DecodeError`, never another exception.
+
+Packet-level framing (compound, CRC, compression) is in ``packet.py``; stream framing in
+``stream.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .messages import (
+    VSN_LEN,
+    Ack,
+    Alive,
+    Dead,
+    Err,
+    IndirectPing,
+    Message,
+    MessageType,
+    Nack,
+    Ping,
+    PushNodeState,
+    Suspect,
+    UserMsg,
+)
+
+MAX_U32 = 0xFFFF_FFFF
+MAX_U16 = 0xFFFF
+
+
+class DecodeError(ValueError):
+    """Bytes from a peer that are not a valid message.  Count, log and drop; never fatal."""
+
+
+def pack(obj: Any) -> bytes:
+    """msgpack as Go's gossip codec writes it: raw strings, no bin, no str8."""
+    return msgpack.packb(obj, use_bin_type=False)  # type: ignore[no-any-return]
+
+
+def _map(pairs: dict[str, Any]) -> bytes:
+    # memberlist/go-msgpack emit struct fields sorted by name (WIRE.md 1.1).
+    return pack(dict(sorted(pairs.items())))
+
+
+def encode_body(msg: Message) -> bytes:
+    """The msgpack body of a map-bodied message (no type byte)."""
+    if isinstance(msg, Ping):
+        d: dict[str, Any] = {"SeqNo": msg.seq_no, "Node": msg.node}
+        # omitempty fields (WIRE.md 3.1)
+        if msg.source_addr:
+            d["SourceAddr"] = msg.source_addr
+        if msg.source_port:
+            d["SourcePort"] = msg.source_port
+        if msg.source_node:
+            d["SourceNode"] = msg.source_node
+        return _map(d)
+    if isinstance(msg, IndirectPing):
+        d = {
+            "SeqNo": msg.seq_no,
+            "Target": msg.target,
+            "Port": msg.port,
+            "Node": msg.node,
+            "Nack": msg.nack,
+        }
+        if msg.source_addr:
+            d["SourceAddr"] = msg.source_addr
+        if msg.source_port:
+            d["SourcePort"] = msg.source_port
+        if msg.source_node:
+            d["SourceNode"] = msg.source_node
+        return _map(d)
+    if isinstance(msg, Ack):
+        return _map({"SeqNo": msg.seq_no, "Payload": msg.payload})
+    if isinstance(msg, Nack):
+        return _map({"SeqNo": msg.seq_no})
+    if isinstance(msg, Suspect | Dead):
+        return _map({"Incarnation": msg.incarnation, "Node": msg.node, "From": msg.from_})
+    if isinstance(msg, Alive):
+        return _map(
+            {
+                "Incarnation": msg.incarnation,
+                "Node": msg.node,
+                "Addr": msg.addr,
+                "Port": msg.port,
+                "Meta": msg.meta,
+                "Vsn": msg.vsn,
+            }
+        )
+    if isinstance(msg, Err):
+        return _map({"Error": msg.error})
+    raise TypeError(f"{type(msg).__name__} has no single map body")
+
+
+def encode_node_state(ns: PushNodeState) -> bytes:
+    return _map(
+        {
+            "Name": ns.name,
+            "Addr": ns.addr,
+            "Port": ns.port,
+            "Meta": ns.meta,
+            "Incarnation": ns.incarnation,
+            "State": ns.state,
+            "Vsn": ns.vsn,
+        }
+    )
+
+
+_TYPE_OF: dict[type, MessageType] = {
+    Ping: MessageType.PING,
+    IndirectPing: MessageType.INDIRECT_PING,
+    Ack: MessageType.ACK,
+    Nack: MessageType.NACK,
+    Suspect: MessageType.SUSPECT,
+    Alive: MessageType.ALIVE,
+    Dead: MessageType.DEAD,
+    Err: MessageType.ERR,
+}
+
+
+def encode_message(msg: Message) -> bytes:
+    """``[type][body]`` for a packet message.  ``UserMsg`` becomes ``08`` + payload (UDP form)."""
+    if isinstance(msg, UserMsg):
+        return bytes([MessageType.USER]) + msg.payload
+    t = _TYPE_OF.get(type(msg))
+    if t is None:
+        raise TypeError(f"{type(msg).__name__} is not a packet message")
+    return bytes([t]) + encode_body(msg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding: schema-checked field access on a raw=True unpacked map.
+
+
+class _Fields:
+    """Typed accessors over a decoded msgpack map whose keys are bytes."""
+
+    __slots__ = ("_d", "_what")
+
+    def __init__(self, obj: object, what: str) -> None:
+        if not isinstance(obj, dict):
+            raise DecodeError(f"{what}: body is not a map")
+        self._d: dict[Any, Any] = obj
+        self._what = what
+
+    def _get(self, key: str) -> Any:
+        return self._d.get(key.encode())
+
+    def uint(self, key: str, limit: int = MAX_U32) -> int:
+        v = self._get(key)
+        if v is None:
+            return 0
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > limit:
+            raise DecodeError(f"{self._what}: {key} is not an integer in 0..{limit}")
+        return v
+
+    def int_(self, key: str) -> int:
+        v = self._get(key)
+        if v is None:
+            return 0
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise DecodeError(f"{self._what}: {key} is not an integer")
+        return v
+
+    def boolean(self, key: str) -> bool:
+        v = self._get(key)
+        if v is None:
+            return False
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int) and v in (0, 1):  # Go accepts fixint 0/1 for bool
+            return bool(v)
+        raise DecodeError(f"{self._what}: {key} is not a bool")
+
+    def string(self, key: str) -> str:
+        v = self._get(key)
+        if v is None:
+            return ""
+        if not isinstance(v, bytes):
+            raise DecodeError(f"{self._what}: {key} is not a string")
+        return v.decode("utf-8", "surrogateescape")
+
+    def blob(self, key: str) -> bytes:
+        v = self.opt_blob(key)
+        return v if v is not None else b""
+
+    def opt_blob(self, key: str) -> bytes | None:
+        v = self._get(key)
+        if v is None:
+            return None
+        if not isinstance(v, bytes):
+            raise DecodeError(f"{self._what}: {key} is not a byte string")
+        return v
+
+    def vsn(self) -> bytes:
+        v = self.blob("Vsn")
+        if v and len(v) != VSN_LEN:
+            # memberlist 0.2.2 panics on 1..5 bytes; we refuse anything but 0 or 6.
+            raise DecodeError(f"{self._what}: Vsn has {len(v)} bytes, want {VSN_LEN}")
+        return v
+
+
+def unpack_one(buf: bytes, what: str) -> Any:
+    """Unpack exactly one msgpack object (raw=True).
+
+    ``unpackb`` caps every container length by the input length, so a hostile length header
+    cannot make it allocate more than the packet could hold.
+    """
+    try:
+        return msgpack.unpackb(buf, raw=True, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, ...)
+        raise DecodeError(f"{what}: bad msgpack ({type(exc).__name__})") from exc
+
+
+def decode_body(mtype: MessageType, obj: object) -> Message:
+    """Build a record from an unpacked map body."""
+    name = mtype.name.lower()
+    f = _Fields(obj, name)
+    if mtype is MessageType.PING:
+        return Ping(
+            seq_no=f.uint("SeqNo"),
+            node=f.string("Node"),
+            source_addr=f.blob("SourceAddr"),
+            source_port=f.uint("SourcePort", MAX_U16),
+            source_node=f.string("SourceNode"),
+        )
+    if mtype is MessageType.INDIRECT_PING:
+        return IndirectPing(
+            seq_no=f.uint("SeqNo"),
+            target=f.blob("Target"),
+            port=f.uint("Port", MAX_U16),
+            node=f.string("Node"),
+            nack=f.boolean("Nack"),
+            source_addr=f.blob("SourceAddr"),
+            source_port=f.uint("SourcePort", MAX_U16),
+            source_node=f.string("SourceNode"),
+        )
+    if mtype is MessageType.ACK:
+        return Ack(seq_no=f.uint("SeqNo"), payload=f.opt_blob("Payload"))
+    if mtype is MessageType.NACK:
+        return Nack(seq_no=f.uint("SeqNo"))
+    if mtype is MessageType.SUSPECT:
+        return Suspect(f.uint("Incarnation"), f.string("Node"), f.string("From"))
+    if mtype is MessageType.DEAD:
+        return Dead(f.uint("Incarnation"), f.string("Node"), f.string("From"))
+    if mtype is MessageType.ALIVE:
+        return Alive(
+            incarnation=f.uint("Incarnation"),
+            node=f.string("Node"),
+            addr=f.blob("Addr"),
+            port=f.uint("Port", MAX_U16),
+            meta=f.opt_blob("Meta"),
+            vsn=f.vsn(),
+        )
+    if mtype is MessageType.ERR:
+        return Err(f.string("Error"))
+    raise DecodeError(f"message type {int(mtype)} has no map body")
+
+
+def decode_node_state(obj: object) -> PushNodeState:
+    f = _Fields(obj, "push_node_state")
+    state = f.int_("State")
+    if not 0 <= state <= 3:
+        raise DecodeError(f"push_node_state: unknown State {state}")
+    return PushNodeState(
+        name=f.string("Name"),
+        addr=f.blob("Addr"),
+        port=f.uint("Port", MAX_U16),
+        meta=f.opt_blob("Meta"),
+        incarnation=f.uint("Incarnation"),
+        state=state,
+        vsn=f.vsn(),
+    )
+
+
+def decode_message(buf: bytes) -> Message:
+    """Decode one non-framing packet message (``[type][body]``); raise ``DecodeError``.
+
+    Framing types (compound, compress, CRC, encrypt) and stream-only push/pull are handled by
+    ``packet.py`` / ``stream.py``; passing them here is a ``DecodeError``.
+    """
+    if not buf:
+        raise DecodeError("empty message")
+    t = buf[0]
+    if t == MessageType.USER:
+        return UserMsg(bytes(buf[1:]))
+    try:
+        mtype = MessageType(t)
+    except ValueError:
+        raise DecodeError(f"message type {t} not supported") from None
+    if mtype not in _TYPE_OF.values():
+        raise DecodeError(f"message type {mtype.name.lower()} not valid here")
+    return decode_body(mtype, unpack_one(bytes(buf[1:]), mtype.name.lower()))

@@ -1,0 +1,142 @@
+"""UDP packet framing: compound (type 7), CRC (type 12), compression (type 9).
+
+Send order, innermost first (WIRE.md 2.1): encoded messages -> compound if several ->
+LZW-compress if shorter -> CRC header if the peer speaks protocol >= 5.  Receive order: CRC (top
+level only) -> dispatch; compound and compress recurse into dispatch.
+
+Decoding is total: ``decode_packet`` returns the messages it could read and the reasons for the
+parts it could not; it never raises on peer input.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .codec import DecodeError, decode_message, unpack_one
+from .messages import Message, MessageType
+
+COMPOUND_HEADER_OVERHEAD = 2  # type byte + part count
+COMPOUND_PART_OVERHEAD = 2  # u16 length per part
+MAX_COMPOUND_PARTS = 127  # memberlist 0.2.2 mis-parses >= 128 parts (WIRE.md 4)
+CRC_HEADER_LEN = 5
+MAX_NESTING = 4  # compress(compound(...)) is normal; deeper is hostile
+MAX_DECOMPRESSED = 1 << 20  # a UDP packet never legitimately inflates past this
+
+
+@dataclass(slots=True)
+class DecodedPacket:
+    messages: list[Message] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def make_compound(parts: list[bytes]) -> bytes:
+    """``07 | N | N x u16 length | parts``.  Raises ``ValueError`` on empty parts or N > 127."""
+    if not parts or len(parts) > MAX_COMPOUND_PARTS:
+        raise ValueError(f"compound needs 1..{MAX_COMPOUND_PARTS} parts, got {len(parts)}")
+    if any(not p for p in parts):
+        raise ValueError("empty compound part (memberlist 0.2.2 panics on it)")
+    if any(len(p) > 0xFFFF for p in parts):
+        raise ValueError("compound part over 65535 bytes")
+    head = bytes([MessageType.COMPOUND, len(parts)])
+    lengths = b"".join(struct.pack(">H", len(p)) for p in parts)
+    return head + lengths + b"".join(parts)
+
+
+def add_crc(data: bytes) -> bytes:
+    return bytes([MessageType.HAS_CRC]) + struct.pack(">I", zlib.crc32(data)) + data
+
+
+def compress_message(data: bytes) -> bytes:
+    """``09`` + msgpack ``{"Algo": 0, "Buf": lzw(data)}``."""
+    from . import lzw
+    from .codec import pack
+
+    return bytes([MessageType.COMPRESS]) + pack({"Algo": 0, "Buf": lzw.compress(data)})
+
+
+def decompress_message(body: bytes, max_out: int = MAX_DECOMPRESSED) -> bytes:
+    """Inverse of ``compress_message`` given the bytes after the ``09`` type byte."""
+    from . import lzw
+
+    obj = unpack_one(body, "compress")
+    if not isinstance(obj, dict):
+        raise DecodeError("compress: body is not a map")
+    algo = obj.get(b"Algo", 0)
+    buf = obj.get(b"Buf")
+    if algo != 0:
+        raise DecodeError(f"compress: unknown algorithm {algo!r}")
+    if not isinstance(buf, bytes):
+        raise DecodeError("compress: Buf is not bytes")
+    out = lzw.decompress(buf, max_out)
+    if not out:
+        raise DecodeError("compress: decompresses to nothing")
+    return out
+
+
+def encode_packet(parts: list[bytes], *, crc: bool, compress: bool) -> bytes:
+    """Frame already-encoded messages as one datagram (see module docstring for order)."""
+    data = parts[0] if len(parts) == 1 else make_compound(parts)
+    if compress:
+        packed = compress_message(data)
+        if len(packed) < len(data):
+            data = packed
+    if crc:
+        data = add_crc(data)
+    return data
+
+
+def decode_packet(data: bytes) -> DecodedPacket:
+    """Unwrap and decode one plaintext datagram; never raises on peer input."""
+    out = DecodedPacket()
+    if not data:
+        out.errors.append("empty packet")
+        return out
+    if data[0] == MessageType.HAS_CRC:
+        if len(data) <= CRC_HEADER_LEN:
+            out.errors.append("crc: packet too short")
+            return out
+        (want,) = struct.unpack(">I", data[1:5])
+        data = data[5:]
+        if zlib.crc32(data) != want:
+            out.errors.append("crc: checksum mismatch")
+            return out
+    _dispatch(data, out, 0)
+    return out
+
+
+def _dispatch(data: bytes, out: DecodedPacket, depth: int) -> None:
+    if not data:
+        out.errors.append("empty message")
+        return
+    if depth > MAX_NESTING:
+        out.errors.append("packet nested too deeply")
+        return
+    t = data[0]
+    try:
+        if t == MessageType.COMPOUND:
+            _compound(data, out, depth)
+        elif t == MessageType.COMPRESS:
+            _dispatch(decompress_message(data[1:]), out, depth + 1)
+        else:
+            out.messages.append(decode_message(data))
+    except DecodeError as exc:
+        out.errors.append(str(exc))
+
+
+def _compound(data: bytes, out: DecodedPacket, depth: int) -> None:
+    if len(data) < 2:
+        raise DecodeError("compound: missing part count")
+    n = data[1]
+    header_end = 2 + 2 * n
+    if len(data) < header_end:
+        raise DecodeError("compound: truncated length table")
+    lengths = struct.unpack(f">{n}H", data[2:header_end])
+    pos = header_end
+    for i, ln in enumerate(lengths):
+        if pos + ln > len(data):
+            out.errors.append(f"compound: {n - i} of {n} parts truncated")
+            return
+        _dispatch(data[pos : pos + ln], out, depth + 1)
+        pos += ln
