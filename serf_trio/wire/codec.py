@@ -1,8 +1,15 @@
 """Encode and decode single memberlist messages (``[type byte][msgpack body]``).
 
-Owns the Go-compatible msgpack dialect of the gossip path (WIRE.md 1): strings and byte slices
-are both old-spec raw (``use_bin_type=False``), struct keys are emitted sorted by name, and a
+Owns the Go-compatible msgpack dialect of the gossip path (go-msgpack 0.5.5 with memberlist's
+defaults): strings and byte slices are both old-spec raw (``use_bin_type=False``: ``0xa0-0xbf``,
+``0xda``, ``0xdb``, never str8 or bin), struct keys are emitted sorted by Go field name, and a
 decoder is *total*: any input gives a message or a :class:`DecodeError`, never another exception.
+
+Decoding is a little stricter than Go where Go would crash or where only a hostile peer would
+differ: a ``Vsn`` must be empty or exactly 6 bytes (memberlist 0.2.2 panics on 1..5 bytes),
+trailing bytes after a body are an error, and containers are capped (``MAX_MAP_LEN``).  It is
+more lenient in one place: a string field sent as msgpack bin is accepted (Go drops the
+message), because the raw-mode unpacker cannot tell bin from str.
 
 Packet-level framing (compound, CRC, compression) is in ``packet.py``; stream framing in
 ``stream.py``.
@@ -40,11 +47,11 @@ class DecodeError(ValueError):
 
 def pack(obj: Any) -> bytes:
     """msgpack as Go's gossip codec writes it: raw strings, no bin, no str8."""
-    return msgpack.packb(obj, use_bin_type=False)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=False)
 
 
 def _map(pairs: dict[str, Any]) -> bytes:
-    # memberlist/go-msgpack emit struct fields sorted by name (WIRE.md 1.1).
+    # go-msgpack emits struct fields sorted by Go field name, not in declaration order.
     return pack(dict(sorted(pairs.items())))
 
 
@@ -52,7 +59,7 @@ def encode_body(msg: Message) -> bytes:
     """The msgpack body of a map-bodied message (no type byte)."""
     if isinstance(msg, Ping):
         d: dict[str, Any] = {"SeqNo": msg.seq_no, "Node": msg.node}
-        # omitempty fields (WIRE.md 3.1)
+        # memberlist tags only the Source* fields omitempty: left out when zero/empty.
         if msg.source_addr:
             d["SourceAddr"] = msg.source_addr
         if msg.source_port:
@@ -82,6 +89,7 @@ def encode_body(msg: Message) -> bytes:
     if isinstance(msg, Suspect | Dead):
         return _map({"Incarnation": msg.incarnation, "Node": msg.node, "From": msg.from_})
     if isinstance(msg, Alive):
+        _check_vsn(msg.vsn)
         return _map(
             {
                 "Incarnation": msg.incarnation,
@@ -97,7 +105,14 @@ def encode_body(msg: Message) -> bytes:
     raise TypeError(f"{type(msg).__name__} has no single map body")
 
 
+def _check_vsn(vsn: bytes) -> None:
+    # memberlist 0.2.2 indexes Vsn[0..5] whenever it is non-empty: 1..5 bytes make it panic.
+    if vsn and len(vsn) != VSN_LEN:
+        raise ValueError(f"Vsn must be empty or {VSN_LEN} bytes, got {len(vsn)}")
+
+
 def encode_node_state(ns: PushNodeState) -> bytes:
+    _check_vsn(ns.vsn)
     return _map(
         {
             "Name": ns.name,
@@ -205,15 +220,33 @@ class _Fields:
         return v
 
 
-def unpack_one(buf: bytes, what: str) -> Any:
-    """Unpack exactly one msgpack object (raw=True).
+# Limits on msgpack containers in gossip bodies.  Go never sends a body with more than a handful
+# of fields (the widest, indirect ping, has 8) and no arrays at all at this layer; the caps only
+# stop a hostile length header from making the unpacker pre-allocate a huge list or dict.
+MAX_MAP_LEN = 64
+MAX_ARRAY_LEN = 64
 
-    ``unpackb`` caps every container length by the input length, so a hostile length header
-    cannot make it allocate more than the packet could hold.
+# Every exception msgpack's unpacker raises on malformed input: ``ValueError`` and its
+# subclasses (``ExtraData``, ``FormatError``, ``StackError``, bad ext data), ``TypeError``
+# (unhashable map keys) and the ``UnpackException`` base (``OutOfData``).
+MSGPACK_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, msgpack.UnpackException)
+
+
+def unpack_one(buf: bytes, what: str) -> Any:
+    """Unpack exactly one msgpack object (raw=True); trailing bytes are an error.
+
+    ``unpackb`` also caps strings by the input length, so no header can make it allocate more
+    than the packet could hold.
     """
     try:
-        return msgpack.unpackb(buf, raw=True, strict_map_key=False)
-    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, ...)
+        return msgpack.unpackb(
+            buf,
+            raw=True,
+            strict_map_key=False,
+            max_map_len=MAX_MAP_LEN,
+            max_array_len=MAX_ARRAY_LEN,
+        )
+    except MSGPACK_ERRORS as exc:
         raise DecodeError(f"{what}: bad msgpack ({type(exc).__name__})") from exc
 
 

@@ -1,10 +1,22 @@
-"""TCP stream messages: push/pull, fallback ping/ack, stream user message, err (WIRE.md 8).
+"""TCP stream messages: push/pull, fallback ping/ack, stream user message, err.
 
-A stream carries one message per direction: ``[type][msgpack objects][opaque bytes]`` with no
-length prefix, optionally wrapped in ``compress`` (memberlist compresses *every* stream message
-when compression is on).  ``StreamParser`` is an incremental, size-capped reader: feed it bytes
-as they arrive and it says when one complete message has been read, so a driver never has to
-guess how much to read.  Encrypted stream frames (type 10) are the keyring's business.
+A memberlist stream carries one message per direction and has no length prefix:
+``[type][msgpack objects][opaque bytes]``.  The receiver reads a type byte and then as many
+msgpack objects as the type needs; for push/pull the header says how many node states and how
+many opaque user-state bytes follow, for a stream user message the ``UserMsgLen`` header does.
+When compression is on, memberlist wraps *every* stream message (unconditionally, unlike UDP) in
+``09`` + ``{"Algo": 0, "Buf": lzw(message)}``; the reader decompresses and then parses the
+inner message, which must be complete.
+
+``StreamParser`` is an incremental, size-capped reader: feed it bytes as they arrive and it says
+when one complete message has been read, so a driver never has to guess how much to read.  It
+keeps one resumable msgpack unpacker and a small state machine, so each byte is examined a
+bounded number of times however the stream is chunked (a 20 MiB push/pull arriving in 4 KiB
+pieces is linear, not quadratic).
+
+Encrypted stream frames (type 10) are the keyring's business: the driver decrypts them and feeds
+the plaintext.  A parser that meets one reports memberlist's own error text, which the receiver
+sends back in an ``err`` reply (see ``encode_stream_error``).
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from typing import Any
 import msgpack
 
 from .codec import (
+    MSGPACK_ERRORS,
     DecodeError,
     decode_body,
     decode_node_state,
@@ -28,17 +41,26 @@ from .messages import (
     Message,
     MessageType,
     Ping,
+    PushNodeState,
     PushPull,
     UserMsg,
 )
-from .packet import compress_message, decompress_message
+from .packet import compress_message, inflate
 
 MAX_STREAM_BYTES = 20 * 1024 * 1024  # memberlist maxPushStateBytes
+MAX_PUSH_NODES = 100_000  # far above any real cluster; bounds the work a header can ask for
+# No stream object at this layer needs more than a handful of map entries or any array.
+_MAX_CONTAINER = 64
+
+# memberlist's error texts for an encryption mismatch at the start of a stream.
+ENCRYPTED_BUT_NOT_CONFIGURED = "Remote state is encrypted and encryption is not configured"
+CONFIGURED_BUT_NOT_ENCRYPTED = "Encryption is configured but remote state is not encrypted"
 
 
 def encode_stream_message(msg: Message, *, compress: bool) -> bytes:
     """The bytes a sender writes for ``msg`` on a fresh stream (plaintext)."""
     if isinstance(msg, PushPull):
+        # pushPullHeader fields in Go's sorted order: Join, Nodes, UserStateLen.
         header = pack(
             {"Join": msg.join, "Nodes": len(msg.nodes), "UserStateLen": len(msg.user_state)}
         )
@@ -55,129 +77,241 @@ def encode_stream_message(msg: Message, *, compress: bool) -> bytes:
         raw = bytes([t]) + encode_body(msg)
     else:
         raise TypeError(f"{type(msg).__name__} is not a stream message")
+    # memberlist compresses every stream message when compression is on, even if it grows.
     return compress_message(raw) if compress else raw
 
 
-class _Incomplete(Exception):
-    """More bytes are needed."""
+def encode_stream_error(text: str, compress: bool) -> bytes:
+    """The ``err`` reply memberlist writes when the first reading stage of a stream fails."""
+    return encode_stream_message(Err(text), compress=compress)
 
 
-def _read_obj(unpacker: Any) -> Any:
-    try:
-        return unpacker.unpack()
-    except msgpack.OutOfData:
-        raise _Incomplete from None
-    except Exception as exc:
-        raise DecodeError(f"stream: bad msgpack ({type(exc).__name__})") from exc
+def _new_unpacker(max_bytes: int) -> Any:
+    return msgpack.Unpacker(
+        raw=True,
+        strict_map_key=False,
+        max_buffer_size=max_bytes + 64,
+        max_map_len=_MAX_CONTAINER,
+        max_array_len=_MAX_CONTAINER,
+        max_ext_len=_MAX_CONTAINER,
+    )
 
 
-def _parse(data: bytes, max_nodes: int) -> tuple[Message, int] | None:
-    """Parse one plaintext (decompressed) stream message; ``None`` if incomplete."""
-    if not data:
-        return None
-    t = data[0]
-    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=len(data) + 1)
-    unpacker.feed(data[1:])
-    try:
+def _int_field(hdr: dict[Any, Any], key: bytes, what: str, limit: int) -> int:
+    v = hdr.get(key, 0)
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise DecodeError(f"{what}: {key.decode()} is not an integer")
+    if not 0 <= v <= limit:
+        # A negative Nodes count makes memberlist 0.2.2 panic in make(); refuse it.
+        raise DecodeError(f"{what}: {key.decode()} {v} out of range 0..{limit}")
+    return v
+
+
+def _bool_field(hdr: dict[Any, Any], key: bytes, what: str) -> bool:
+    v = hdr.get(key, False)
+    if v is None:
+        return False
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):  # Go's bool decoder takes fixint 0/1 too
+        return bool(v)
+    raise DecodeError(f"{what}: {key.decode()} is not a bool")
+
+
+class _Reader:
+    """State machine reading one plaintext stream message from bytes fed in any chunking.
+
+    Phases: type byte -> (per type) header / body objects -> trailing opaque bytes.  Progress
+    is kept between feeds; msgpack's unpacker is itself resumable, so nothing is re-parsed.
+    """
+
+    def __init__(self, max_bytes: int, max_nodes: int, allow_compress: bool) -> None:
+        self._max_bytes = max_bytes
+        self._max_nodes = max_nodes
+        self._allow_compress = allow_compress
+        self._unpacker: Any = _new_unpacker(max_bytes)
+        self.mtype: int | None = None
+        # push/pull progress
+        self._join = False
+        self._want_nodes = -1  # -1: header not read yet
+        self._nodes: list[PushNodeState] = []
+        # trailing opaque bytes (push/pull user state, stream user message)
+        self._want_tail = -1  # -1: not in the tail phase
+        self._tail = bytearray()
+        self.result: Message | None = None
+        self._user_len = 0
+        self.compress_obj: Any = None  # for type 9: the unpacked compress map
+
+    def feed(self, chunk: bytes) -> None:
+        if self.result is not None or self.compress_obj is not None:
+            return  # one message per stream direction; anything after it is ignored
+        if self.mtype is None:
+            if not chunk:
+                return
+            self._start(chunk[0])
+            chunk = chunk[1:]
+        if chunk:
+            try:
+                self._unpacker.feed(chunk)
+            except msgpack.BufferFull:
+                raise DecodeError(f"stream: message exceeds {self._max_bytes} bytes") from None
+        self._advance()
+
+    def _start(self, t: int) -> None:
+        if t == MessageType.ENCRYPT:
+            raise DecodeError(ENCRYPTED_BUT_NOT_CONFIGURED)
+        ok = (
+            MessageType.PUSH_PULL,
+            MessageType.USER,
+            MessageType.PING,
+            MessageType.ACK,
+            MessageType.ERR,
+        )
+        if t == MessageType.COMPRESS and self._allow_compress:
+            pass
+        elif t not in ok:
+            # memberlist logs an unknown stream type and closes without a reply.
+            raise DecodeError(f"stream: message type {t} not supported")
+        self.mtype = t
+
+    def _obj(self) -> Any:
+        """The next msgpack object, or ``_MORE`` if it has not fully arrived."""
+        try:
+            return self._unpacker.unpack()
+        except msgpack.OutOfData:
+            return _MORE
+        except MSGPACK_ERRORS as exc:
+            raise DecodeError(f"stream: bad msgpack ({type(exc).__name__})") from exc
+
+    def _advance(self) -> None:
+        t = self.mtype
+        if t is None:
+            return
+        if self._want_tail >= 0:
+            self._read_tail()
+            return
+        if t == MessageType.COMPRESS:
+            obj = self._obj()
+            if obj is not _MORE:
+                self.compress_obj = obj if obj is not None else {}
+            return
         if t == MessageType.PUSH_PULL:
-            hdr = _read_obj(unpacker)
+            self._advance_push_pull()
+            return
+        if t == MessageType.USER:
+            hdr = self._obj()
+            if hdr is _MORE:
+                return
+            if not isinstance(hdr, dict):
+                raise DecodeError("user: header is not a map")
+            self._want_tail = _int_field(hdr, b"UserMsgLen", "user", self._max_bytes)
+            self._read_tail()
+            return
+        body = self._obj()
+        if body is not _MORE:
+            self.result = decode_body(MessageType(t), body)
+
+    def _advance_push_pull(self) -> None:
+        if self._want_nodes < 0:
+            hdr = self._obj()
+            if hdr is _MORE:
+                return
             if not isinstance(hdr, dict):
                 raise DecodeError("push_pull: header is not a map")
-            n = hdr.get(b"Nodes", 0)
-            ulen = hdr.get(b"UserStateLen", 0)
-            join = hdr.get(b"Join", False)
-            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= max_nodes:
-                raise DecodeError(f"push_pull: bad node count {n!r}")
-            if not isinstance(ulen, int) or isinstance(ulen, bool):
-                raise DecodeError("push_pull: bad UserStateLen")
-            if not 0 <= ulen <= MAX_STREAM_BYTES:
-                raise DecodeError(f"push_pull: UserStateLen {ulen} out of range")
-            nodes = tuple(decode_node_state(_read_obj(unpacker)) for _ in range(n))
-            pos = 1 + unpacker.tell()
-            if len(data) < pos + ulen:
-                return None
-            user = bytes(data[pos : pos + ulen])
-            return PushPull(bool(join), nodes, user), pos + ulen
-        if t == MessageType.USER:
-            hdr = _read_obj(unpacker)
-            ulen = hdr.get(b"UserMsgLen") if isinstance(hdr, dict) else None
-            if not isinstance(ulen, int) or isinstance(ulen, bool) or ulen < 0:
-                raise DecodeError("user: bad UserMsgLen")
-            if ulen > MAX_STREAM_BYTES:
-                raise DecodeError("user: UserMsgLen too large")
-            pos = 1 + unpacker.tell()
-            if len(data) < pos + ulen:
-                return None
-            return UserMsg(bytes(data[pos : pos + ulen])), pos + ulen
-        if t in (MessageType.PING, MessageType.ACK, MessageType.ERR):
-            body = _read_obj(unpacker)
-            return decode_body(MessageType(t), body), 1 + unpacker.tell()
-    except _Incomplete:
-        return None
-    raise DecodeError(f"stream: message type {t} not supported")
+            self._join = _bool_field(hdr, b"Join", "push_pull")
+            self._want_nodes = _int_field(hdr, b"Nodes", "push_pull", self._max_nodes)
+            self._user_len = _int_field(hdr, b"UserStateLen", "push_pull", self._max_bytes)
+        while len(self._nodes) < self._want_nodes:
+            obj = self._obj()
+            if obj is _MORE:
+                return
+            self._nodes.append(decode_node_state(obj))
+        self._want_tail = self._user_len
+        self._read_tail()
+
+    def _read_tail(self) -> None:
+        need = self._want_tail - len(self._tail)
+        if need > 0:
+            self._tail += self._unpacker.read_bytes(need)
+        if len(self._tail) < self._want_tail:
+            return
+        tail = bytes(self._tail)
+        if self.mtype == MessageType.USER:
+            self.result = UserMsg(tail)
+        else:
+            self.result = PushPull(self._join, tuple(self._nodes), tail)
+
+
+class _More:
+    """Marker: the next msgpack object is incomplete."""
+
+
+_MORE: Any = _More()
 
 
 class StreamParser:
     """Incremental reader of one plaintext stream message.
 
-    ``feed(chunk)`` returns the message once complete, else ``None``; it raises
-    ``DecodeError`` on malformed or oversized input.  ``finish()`` is called at EOF.
+    ``feed(chunk)`` returns the message once complete, else ``None`` (after completion it keeps
+    returning the same message and ignores further bytes); it raises ``DecodeError`` on
+    malformed or oversized input.  ``finish()`` is called at EOF and returns the message or
+    raises.  ``compressed`` tells whether the peer wrapped the message in ``compress`` (a
+    reply should mirror the peer's setting only if the local config says so; memberlist uses
+    its own config).
     """
 
-    def __init__(self, max_bytes: int = MAX_STREAM_BYTES, max_nodes: int = 100_000) -> None:
-        self._buf = bytearray()
+    def __init__(self, max_bytes: int = MAX_STREAM_BYTES, max_nodes: int = MAX_PUSH_NODES) -> None:
         self._max = max_bytes
         self._max_nodes = max_nodes
+        self._seen = 0
+        self._reader = _Reader(max_bytes, max_nodes, allow_compress=True)
+        self._msg: Message | None = None
         self.compressed = False
 
     def feed(self, chunk: bytes) -> Message | None:
-        self._buf += chunk
-        if len(self._buf) > self._max:
+        if self._msg is not None:
+            return self._msg
+        self._seen += len(chunk)
+        if self._seen > self._max:
             raise DecodeError(f"stream: message exceeds {self._max} bytes")
-        return self._try()
+        self._reader.feed(chunk)
+        if self._reader.compress_obj is not None:
+            self.compressed = True
+            inner = inflate(self._reader.compress_obj, self._max)
+            # Inside the wrapper the message must be complete, and another compress is not a
+            # message type memberlist dispatches on.
+            reader = _Reader(self._max, self._max_nodes, allow_compress=False)
+            reader.feed(inner)
+            if reader.result is None:
+                raise DecodeError("stream: compressed message is incomplete")
+            self._msg = reader.result
+        else:
+            self._msg = self._reader.result
+        return self._msg
 
     def finish(self) -> Message:
-        msg = self._try()
-        if msg is None:
+        if self._msg is None:
             raise DecodeError("stream: connection closed mid-message")
-        return msg
-
-    def _try(self) -> Message | None:
-        data = bytes(self._buf)
-        if not data:
-            return None
-        if data[0] == MessageType.COMPRESS:
-            unpacker = msgpack.Unpacker(raw=True, strict_map_key=False)
-            unpacker.feed(data[1:])
-            try:
-                unpacker.unpack()
-            except msgpack.OutOfData:
-                return None
-            except Exception as exc:
-                raise DecodeError(f"stream: bad compress wrapper ({type(exc).__name__})") from exc
-            end = 1 + unpacker.tell()
-            inner = decompress_message(data[1:end], self._max)
-            self.compressed = True
-            res = _parse(inner, self._max_nodes)
-            if res is None:
-                raise DecodeError("stream: compressed message is incomplete")
-            return res[0]
-        if data[0] == MessageType.ENCRYPT:
-            raise DecodeError("Remote state is encrypted and encryption is not configured")
-        res = _parse(data, self._max_nodes)
-        return None if res is None else res[0]
+        return self._msg
 
 
 def decode_stream_message(data: bytes) -> Message:
     """Decode one complete plaintext stream message (compressed or not)."""
     parser = StreamParser()
-    return parser.finish() if parser.feed(data) is None else parser.finish()
+    parser.feed(data)
+    return parser.finish()
 
 
 __all__ = [
+    "CONFIGURED_BUT_NOT_ENCRYPTED",
+    "ENCRYPTED_BUT_NOT_CONFIGURED",
+    "MAX_PUSH_NODES",
     "MAX_STREAM_BYTES",
     "StreamParser",
     "decode_stream_message",
+    "encode_stream_error",
     "encode_stream_message",
     "unpack_one",
 ]

@@ -1,0 +1,113 @@
+"""``StreamParser``: incremental, linear-time reading of one stream message."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from serf_trio.wire import codec, stream
+from serf_trio.wire.codec import DecodeError, pack
+from serf_trio.wire.messages import DEFAULT_VSN, Ack, Ping, PushNodeState, PushPull, UserMsg
+from serf_trio.wire.packet import compress_message
+from serf_trio.wire.stream import (
+    ENCRYPTED_BUT_NOT_CONFIGURED,
+    MAX_STREAM_BYTES,
+    StreamParser,
+    decode_stream_message,
+    encode_stream_message,
+)
+
+
+def _push_pull(n_nodes: int, user_state: bytes = b"serf") -> PushPull:
+    nodes = tuple(
+        PushNodeState(f"node-{i}", b"\x7f\x00\x00\x01", 7946, b"\xff\x80", 1, 0, DEFAULT_VSN)
+        for i in range(n_nodes)
+    )
+    return PushPull(False, nodes, user_state)
+
+
+def test_each_node_state_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """4 KiB chunks of a large push/pull: work is linear (no re-parse from the start)."""
+    msg = _push_pull(3000)
+    data = encode_stream_message(msg, compress=False)
+    assert len(data) > 40 * 4096
+    calls = 0
+    real = codec.decode_node_state
+
+    def counting(obj: object) -> PushNodeState:
+        nonlocal calls
+        calls += 1
+        return real(obj)
+
+    monkeypatch.setattr(stream, "decode_node_state", counting)
+    parser = StreamParser()
+    results = [parser.feed(data[i : i + 4096]) for i in range(0, len(data), 4096)]
+    assert results[-1] == msg and all(r is None for r in results[:-1])
+    assert calls == 3000
+
+
+def test_one_byte_chunks() -> None:
+    for compress in (False, True):
+        msg = _push_pull(5, b"user-state" * 10)
+        data = encode_stream_message(msg, compress=compress)
+        parser = StreamParser()
+        got = [parser.feed(data[i : i + 1]) for i in range(len(data))]
+        assert got[-1] == msg and got.count(None) == len(data) - 1
+        assert parser.compressed is compress
+
+
+def test_message_complete_before_eof_and_trailing_bytes_ignored() -> None:
+    data = encode_stream_message(Ack(7, None), compress=False)
+    parser = StreamParser()
+    assert parser.feed(data + b"junk") == Ack(7, None)
+    assert parser.feed(b"more") == Ack(7, None)
+    assert parser.finish() == Ack(7, None)
+
+
+def test_incomplete_at_eof() -> None:
+    data = encode_stream_message(UserMsg(b"hello"), compress=False)
+    parser = StreamParser()
+    assert parser.feed(data[:-1]) is None
+    with pytest.raises(DecodeError, match="closed mid-message"):
+        parser.finish()
+    with pytest.raises(DecodeError, match="closed mid-message"):
+        StreamParser().finish()
+
+
+def test_truncated_compressed_message_is_an_error() -> None:
+    inner = encode_stream_message(UserMsg(b"hello"), compress=False)[:-2]
+    with pytest.raises(DecodeError, match="incomplete"):
+        decode_stream_message(compress_message(inner))
+
+
+def test_encrypted_stream_without_keyring_gives_memberlist_text() -> None:
+    with pytest.raises(DecodeError) as info:
+        StreamParser().feed(b"\x0a\x00\x00\x00\x1d" + bytes(29))
+    assert str(info.value) == ENCRYPTED_BUT_NOT_CONFIGURED
+    assert str(info.value) == "Remote state is encrypted and encryption is not configured"
+
+
+@pytest.mark.parametrize("t", [1, 3, 4, 5, 7, 11, 12, 244])
+def test_non_stream_types_are_refused(t: int) -> None:
+    with pytest.raises(DecodeError, match="not supported"):
+        StreamParser().feed(bytes([t]) + pack({"SeqNo": 1}))
+
+
+def test_compress_inside_compress_is_refused() -> None:
+    inner = encode_stream_message(Ping(1, "n"), compress=True)
+    with pytest.raises(DecodeError, match="not supported"):
+        decode_stream_message(compress_message(inner))
+
+
+def test_20mib_push_pull_in_4k_chunks_is_linear() -> None:
+    msg = _push_pull(20_000, b"u" * (MAX_STREAM_BYTES - 3 * 1024 * 1024))
+    data = encode_stream_message(msg, compress=False)
+    assert len(data) < MAX_STREAM_BYTES
+    parser = StreamParser()
+    start = time.perf_counter()
+    for i in range(0, len(data), 4096):
+        out = parser.feed(data[i : i + 4096])
+    elapsed = time.perf_counter() - start
+    assert out == msg
+    assert elapsed < 5.0  # quadratic re-parsing took minutes here
