@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up a fresh machine and run every test tier: lint, types, import layers, unit,
+# simulator, real sockets and interop with HashiCorp's serf agent.
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -m "not slow and not realnet and not interop"   # the fast set only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v serf >/dev/null 2>&1; then
+  # The interop tier needs the real agent (Debian's package).
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq serf >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/lint-imports
+.venv/bin/pytest -q -p no:cacheprovider "$@"
