@@ -1,0 +1,890 @@
+"""``Memberlist``: the sans-IO SWIM + Lifeguard state machine (memberlist 0.2.2 semantics).
+
+This module owns the *behaviour* of one member: probe rounds with indirect probes, nacks and
+the TCP fallback ping (WIRE.md 12.1), suspicion with confirmations (12.2), gossip and
+piggy-backing (12.3), push/pull anti-entropy and join (8.2, 12.4, 12.6), the incarnation rules
+for alive/suspect/dead (12.5) and graceful leave.  Scaling math is in ``formulas``, the member
+table in ``members``, the broadcast queue in ``broadcast``, the suspicion record in
+``suspicion`` and local health in ``awareness``.
+
+The object never does I/O and never reads a clock: every method takes ``now`` and returns the
+effects (``api.Effect``) the driver must carry out.  Internal timers live in one heap of
+``(deadline, generation)`` entries; a re-armed or cancelled timer simply leaves a stale entry
+behind that is skipped (memberlist likewise re-checks the state-change time when a suspicion
+timer fires).  Nothing on the per-packet path is O(cluster size).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..wire.codec import DecodeError, encode_message
+from ..wire.messages import (
+    DEFAULT_VSN,
+    META_MAX_SIZE,
+    Ack,
+    Alive,
+    Dead,
+    Err,
+    IndirectPing,
+    Message,
+    Nack,
+    Ping,
+    PushPull,
+    Suspect,
+    UserMsg,
+)
+from ..wire.packet import MAX_COMPOUND_PARTS, decode_packet, encode_packet
+from ..wire.stream import StreamParser, encode_stream_message
+from .api import (
+    Address,
+    Delegate,
+    Effect,
+    JoinDone,
+    LeaveDone,
+    MemberEvent,
+    MemberEventKind,
+    MemberInfo,
+    Notice,
+    NullDelegate,
+    OpenStream,
+    SendPacket,
+    State,
+    Violation,
+)
+from .awareness import Awareness
+from .broadcast import TransmitLimitedQueue
+from .config import SwimConfig
+from .formulas import push_pull_scale, suspicion_confirmations_wanted, suspicion_timeout
+from .members import MemberTable, NodeRecord
+from .pushpull import merge_messages, node_states, verify_protocol
+from .suspicion import Suspicion
+
+COMPOUND_HEADER_OVERHEAD = 2  # memberlist compoundHeaderOverhead
+COMPOUND_PART_OVERHEAD = 2  # memberlist compoundOverhead (u16 length per part)
+USER_MSG_OVERHEAD = 1  # the 08 type byte in front of a delegate message
+MAX_SEQ = 0xFFFF_FFFF
+
+# Errors from the first reading stage of a stream (encryption / compression wrapper / size):
+# memberlist answers these with an err message (WIRE.md 8.5); body errors get no reply.
+_FRAMING_ERRORS = (
+    "stream: bad compress wrapper",
+    "compress:",
+    "Remote state is encrypted",
+    "stream: message exceeds",
+    "lzw:",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SwimStats:
+    """A snapshot of the core's counters (for ``info``, metrics and test assertions)."""
+
+    members: int
+    alive: int
+    suspect: int
+    dead: int
+    left: int
+    incarnation: int
+    health_score: int
+    queue_depth: int
+    queue_dropped: int
+    probes_sent: int
+    probes_failed: int
+    probes_tcp_only: int
+    packets_in: int
+    packets_out: int
+    violations: int
+
+
+@dataclass(slots=True)
+class _Probe:
+    target: str
+    incarnation: int  # the target's incarnation when the probe started (memberlist copies it)
+    seq: int
+    sent: float
+    deadline: float
+    indirect: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+    tcp: str = "none"  # none | pending | ok | failed
+    waiting_tcp: bool = False
+
+
+@dataclass(slots=True)
+class _Relay:
+    requester: Address
+    seq: int  # the requester's sequence number, echoed in the forwarded ack/nack
+    nack: bool
+
+
+@dataclass(slots=True)
+class _JoinRequest:
+    pending: dict[int, Address]
+    joined: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Memberlist:
+    """One memberlist node as a pure state machine; see ``api`` for the driver contract.
+
+    Notices it emits (``Notice.event``: fields): ``suspected`` (node, incarnation, by) when a
+    failed probe makes us suspect a node; ``declared_dead`` (node, incarnation) when our
+    suspicion timer fires; ``refuted`` (incarnation, accuser; "" for an alive about us with
+    other meta) when we refute an accusation; ``name_conflict`` (node, existing, claimed);
+    ``probe_tcp_only`` (node) when only the TCP fallback ping reached a node;
+    ``push_pull_failed`` (node, error) when a periodic push/pull fails.
+
+    No JOIN event is emitted for the local node (it exists from construction: read
+    ``local``); LEAVE and UPDATE events are emitted for it on ``leave`` / ``update_meta``.
+    """
+
+    def __init__(
+        self,
+        config: SwimConfig,
+        name: str,
+        addr: Address,
+        *,
+        rng: random.Random,
+        now: float,
+        delegate: Delegate | None = None,
+        vsn: bytes = DEFAULT_VSN,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.addr = addr
+        self.vsn = vsn
+        self._rng = rng
+        self._delegate: Delegate = delegate if delegate is not None else NullDelegate()
+        self._packed_addr = addr.packed()
+        self._members = MemberTable(rng)
+        self._queue = TransmitLimitedQueue(
+            config.retransmit_mult, lambda: len(self._members), config.max_queued_broadcasts
+        )
+        self._awareness = Awareness(config.awareness_max_multiplier, enabled=config.lifeguard)
+        self._suspicions: dict[str, Suspicion] = {}
+        self._seq = 0
+        self._ids = itertools.count(1)
+        self._timers: list[tuple[float, int, str, str | int]] = []
+        self._timer_gen: dict[tuple[str, str | int], int] = {}
+        self._timer_counter = itertools.count()
+        self._probe: _Probe | None = None
+        self._relays: dict[int, _Relay] = {}
+        # Outstanding OpenStream effects by stream id, one map per purpose.
+        self._tcp_pings: dict[int, int] = {}  # -> probe seq
+        self._syncs: dict[int, str] = {}  # -> peer name (periodic push/pull)
+        self._join_streams: dict[int, int] = {}  # -> join request id
+        self._joins: dict[int, _JoinRequest] = {}
+        self._leaving = False
+        self._leave_broadcast: int | None = None
+        self._leave_done = False
+        self._out: list[Effect] = []
+        self._probes_sent = 0
+        self._probes_failed = 0
+        self._probes_tcp_only = 0
+        self._packets_in = 0
+        self._packets_out = 0
+        self._violations = 0
+        meta = self._delegate.node_meta(META_MAX_SIZE)[:META_MAX_SIZE]
+        me = NodeRecord(name, addr, meta, 1, State.ALIVE, vsn, now)
+        self._members.add(me)
+        self._me = me
+        # memberlist setAlive: our own alive is queued like any other broadcast.
+        self._queue.queue(name, encode_message(self._alive_msg()))
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def local(self) -> MemberInfo:
+        return self._me.info()
+
+    def members(self) -> list[MemberInfo]:
+        return [r.info() for r in self._members]
+
+    def member(self, name: str) -> MemberInfo | None:
+        rec = self._members.get(name)
+        return rec.info() if rec is not None else None
+
+    def num_alive(self) -> int:
+        return self._members.count(State.ALIVE) + self._members.count(State.SUSPECT)
+
+    def health_score(self) -> int:
+        return self._awareness.score
+
+    def statistics(self) -> SwimStats:
+        m = self._members
+        return SwimStats(
+            members=len(m),
+            alive=m.count(State.ALIVE),
+            suspect=m.count(State.SUSPECT),
+            dead=m.count(State.DEAD),
+            left=m.count(State.LEFT),
+            incarnation=self._me.incarnation,
+            health_score=self._awareness.score,
+            queue_depth=len(self._queue),
+            queue_dropped=self._queue.dropped,
+            probes_sent=self._probes_sent,
+            probes_failed=self._probes_failed,
+            probes_tcp_only=self._probes_tcp_only,
+            packets_in=self._packets_in,
+            packets_out=self._packets_out,
+            violations=self._violations,
+        )
+
+    def push_pull_period(self) -> float:
+        return push_pull_scale(self.config.push_pull_interval, len(self._members))
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        while self._timers:
+            at, gen, kind, key = self._timers[0]
+            if self._timer_gen.get((kind, key)) == gen:
+                return at
+            heapq.heappop(self._timers)
+        return None
+
+    def tick(self, now: float) -> list[Effect]:
+        self._out = []
+        self._run_timers(now)
+        return self._finish()
+
+    def _set_timer(self, kind: str, key: str | int, at: float) -> None:
+        gen = next(self._timer_counter)
+        self._timer_gen[(kind, key)] = gen
+        heapq.heappush(self._timers, (at, gen, kind, key))
+
+    def _cancel_timer(self, kind: str, key: str | int) -> None:
+        self._timer_gen.pop((kind, key), None)
+
+    def _run_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, gen, kind, key = heapq.heappop(self._timers)
+            if self._timer_gen.get((kind, key)) != gen:
+                continue
+            del self._timer_gen[(kind, key)]
+            self._fire(now, kind, key)
+
+    def _fire(self, now: float, kind: str, key: str | int) -> None:
+        if kind == "suspicion":
+            assert isinstance(key, str)
+            self._suspicion_fired(now, key)
+            return
+        assert isinstance(key, int)
+        if kind == "probe_timeout":
+            self._probe_indirect(now, key)
+        elif kind in ("probe_deadline", "probe_grace"):
+            self._probe_deadline(now, key, force=kind == "probe_grace")
+        elif kind == "relay":
+            self._relay_expired(key)
+        elif kind == "leave":
+            self._leave_finished(timed_out=True)
+
+    def _finish(self) -> list[Effect]:
+        """Common tail of every entry point: deliver queue notifications, hand over effects."""
+        if (
+            self._leave_broadcast is not None
+            and self._leave_broadcast in self._queue.pop_finished()
+        ):
+            self._leave_finished(timed_out=False)
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------ sending helpers
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq + 1 if self._seq < MAX_SEQ else 1
+        return self._seq
+
+    def _violation(self, source: str, reason: str) -> None:
+        self._violations += 1
+        self._out.append(Violation(source, reason))
+
+    def _send_raw(self, addr: Address, parts: list[bytes], *, crc: bool) -> None:
+        data = encode_packet(parts, crc=crc, compress=self.config.enable_compression)
+        self._packets_out += 1
+        self._out.append(SendPacket(addr, data))
+
+    def _send_msg(self, addr: Address, msg: Message) -> None:
+        """memberlist ``sendMsg``: one message plus piggy-backed broadcasts, no CRC."""
+        raw = encode_message(msg)
+        avail = self.config.udp_buffer_size - len(raw) - COMPOUND_HEADER_OVERHEAD
+        extra = self._get_broadcasts(COMPOUND_PART_OVERHEAD, avail, MAX_COMPOUND_PARTS - 1)
+        self._send_raw(addr, [raw, *extra], crc=False)
+
+    def _get_broadcasts(self, overhead: int, limit: int, max_parts: int) -> list[bytes]:
+        """memberlist ``getBroadcasts``: our queue first, then the delegate's in what is left."""
+        msgs = self._queue.get_broadcasts(overhead, limit) if limit > 0 else []
+        used = sum(len(m) + overhead for m in msgs)
+        avail = limit - used
+        if avail > overhead + USER_MSG_OVERHEAD and len(msgs) < max_parts:
+            for payload in self._delegate.get_broadcasts(overhead + USER_MSG_OVERHEAD, avail):
+                msgs.append(encode_message(UserMsg(payload)))
+        return msgs[:max_parts]
+
+    def _queue_broadcast(self, node: str, msg: Message, *, notify: bool = False) -> int:
+        return self._queue.queue(node, encode_message(msg), notify=notify)
+
+    def _alive_msg(self) -> Alive:
+        me = self._me
+        return Alive(
+            me.incarnation, me.name, self._packed_addr, self.addr.port, me.meta or None, self.vsn
+        )
+
+    def _ping(self, seq: int, node: str) -> Ping:
+        return Ping(seq, node, self._packed_addr, self.addr.port, self.name)
+
+    def _event(self, kind: MemberEventKind, rec: NodeRecord) -> None:
+        self._out.append(MemberEvent(kind, rec.info()))
+
+    # ------------------------------------------------------------------ probe (WIRE.md 12.1)
+
+    def probe(self, now: float) -> list[Effect]:
+        self._out = []
+        # A deadline due at this very instant belongs to the previous round.
+        self._run_timers(now)
+        if self._probe is None:
+            self._start_probe(now)
+        return self._finish()
+
+    def _start_probe(self, now: float) -> None:
+        target = self._members.next_probe_target(
+            self.name, now, self.config.gossip_to_the_dead_time
+        )
+        if target is None:
+            return
+        seq = self._next_seq()
+        ping = self._ping(seq, target.name)
+        deadline = now + self._awareness.scale(self.config.probe_interval)
+        if target.state is State.ALIVE:
+            self._send_msg(target.addr, ping)
+        else:
+            # Remind a suspect node that it is accused, so it can refute (memberlist probeNode).
+            sus = Suspect(target.incarnation, target.name, self.name)
+            self._send_raw(
+                target.addr, [encode_message(ping), encode_message(sus)], crc=target.pmax >= 5
+            )
+        self._probes_sent += 1
+        self._probe = _Probe(target.name, target.incarnation, seq, now, deadline)
+        self._set_timer("probe_timeout", seq, now + self.config.probe_timeout)
+        self._set_timer("probe_deadline", seq, deadline)
+
+    def _probe_indirect(self, now: float, seq: int) -> None:
+        p = self._probe
+        if p is None or p.seq != seq:
+            return
+        target = self._members.get(p.target)
+        if target is None:
+            self._end_probe()
+            return
+        p.indirect = True
+        me = self.name
+        relays = self._members.sample(
+            self.config.indirect_checks,
+            lambda r: r.name != me and r.name != p.target and r.state is State.ALIVE,
+            expected=self._members.count(State.ALIVE),
+        )
+        for peer in relays:
+            want_nack = self.config.lifeguard and peer.pmax >= 4
+            if want_nack:
+                p.expected_nacks += 1
+            req = IndirectPing(
+                seq_no=p.seq,
+                target=target.addr.packed(),
+                port=target.addr.port,
+                node=target.name,
+                nack=want_nack,
+                source_addr=self._packed_addr,
+                source_port=self.addr.port,
+                source_node=self.name,
+            )
+            self._send_msg(peer.addr, req)
+        if not self.config.disable_tcp_pings and target.pmax >= 3:
+            sid = next(self._ids)
+            self._tcp_pings[sid] = p.seq
+            p.tcp = "pending"
+            data = encode_stream_message(
+                self._ping(p.seq, target.name), compress=self.config.enable_compression
+            )
+            self._out.append(
+                OpenStream(
+                    sid, target.addr, data, expect_reply=True, timeout=max(0.0, p.deadline - now)
+                )
+            )
+
+    def _probe_acked(self, now: float, payload: bytes | None) -> None:
+        p = self._probe
+        assert p is not None
+        if not p.indirect:
+            self._delegate.notify_ping_complete(p.target, now - p.sent, payload or b"")
+        self._awareness.apply_delta(-1)
+        self._end_probe()
+
+    def _probe_deadline(self, now: float, seq: int, *, force: bool) -> None:
+        p = self._probe
+        if p is None or p.seq != seq:
+            return
+        if p.tcp == "pending" and not force:
+            # memberlist waits for the fallback ping to report before judging the probe.
+            p.waiting_tcp = True
+            self._set_timer("probe_grace", p.seq, now + self.config.probe_timeout)
+            return
+        self._judge_probe(now)
+
+    def _judge_probe(self, now: float) -> None:
+        p = self._probe
+        assert p is not None
+        self._end_probe()
+        if p.tcp == "ok":
+            self._probes_tcp_only += 1
+            self._awareness.apply_delta(-1)
+            self._out.append(Notice("probe_tcp_only", {"node": p.target}))
+            return
+        self._probes_failed += 1
+        if p.expected_nacks > 0:
+            self._awareness.apply_delta(max(0, p.expected_nacks - p.nacks))
+        else:
+            self._awareness.apply_delta(1)
+        if self._on_suspect(now, Suspect(p.incarnation, p.target, self.name)):
+            self._out.append(
+                Notice(
+                    "suspected", {"node": p.target, "incarnation": p.incarnation, "by": self.name}
+                )
+            )
+
+    def _end_probe(self) -> None:
+        p = self._probe
+        if p is None:
+            return
+        for kind in ("probe_timeout", "probe_deadline", "probe_grace"):
+            self._cancel_timer(kind, p.seq)
+        self._probe = None
+
+    def _tcp_ping_result(self, now: float, seq: int, reply: bytes | None) -> None:
+        ok = False
+        if reply:
+            try:
+                msg = StreamParser().feed(reply)
+            except DecodeError as exc:
+                self._violation("stream", f"tcp ping reply: {exc}")
+                msg = None
+            ok = isinstance(msg, Ack) and msg.seq_no == seq
+        p = self._probe
+        if p is None or p.seq != seq:
+            return
+        p.tcp = "ok" if ok else "failed"
+        if p.waiting_tcp:
+            self._judge_probe(now)
+
+    def _relay_expired(self, seq: int) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None and relay.nack:
+            self._send_msg(relay.requester, Nack(relay.seq))
+
+    # ------------------------------------------------------------------ gossip (WIRE.md 12.3)
+
+    def gossip(self, now: float) -> list[Effect]:
+        self._out = []
+        me = self.name
+        gttd = self.config.gossip_to_the_dead_time
+
+        def wanted(r: NodeRecord) -> bool:
+            if r.name == me:
+                return False
+            if r.state is State.ALIVE or r.state is State.SUSPECT:
+                return True
+            return r.state is State.DEAD and now - r.state_change <= gttd
+
+        peers = self._members.sample(self.config.gossip_nodes, wanted, expected=self.num_alive())
+        avail = self.config.udp_buffer_size - COMPOUND_HEADER_OVERHEAD
+        for peer in peers:
+            msgs = self._get_broadcasts(COMPOUND_PART_OVERHEAD, avail, MAX_COMPOUND_PARTS)
+            if not msgs:
+                break
+            self._send_raw(peer.addr, msgs, crc=peer.pmax >= 5)
+        return self._finish()
+
+    # ------------------------------------------------------------------ packets (WIRE.md 2.1, 13)
+
+    def handle_packet(self, now: float, src: Address, data: bytes) -> list[Effect]:
+        self._out = []
+        self._packets_in += 1
+        if data:
+            decoded = decode_packet(data)
+            for err in decoded.errors:
+                self._violation(f"udp {src}", err)
+            for msg in decoded.messages:
+                self._dispatch(now, src, msg)
+        return self._finish()
+
+    def _dispatch(self, now: float, src: Address, msg: Message) -> None:
+        if isinstance(msg, Ping):
+            self._on_ping(src, msg)
+        elif isinstance(msg, IndirectPing):
+            self._on_indirect_ping(now, src, msg)
+        elif isinstance(msg, Ack):
+            self._on_ack(now, msg)
+        elif isinstance(msg, Nack):
+            p = self._probe
+            if p is not None and p.seq == msg.seq_no:
+                p.nacks += 1
+        elif isinstance(msg, Suspect):
+            self._on_suspect(now, msg)
+        elif isinstance(msg, Alive):
+            self._on_alive(now, msg, source=f"udp {src}")
+        elif isinstance(msg, Dead):
+            self._on_dead(now, msg)
+        elif isinstance(msg, UserMsg):
+            self._delegate.notify_msg(now, msg.payload)
+        else:
+            self._violation(f"udp {src}", f"{type(msg).__name__} is not valid in a packet")
+
+    def _reply_addr(self, src: Address, addr: bytes, port: int) -> Address | None:
+        if addr and port > 0:
+            try:
+                return Address.from_packed(addr, port)
+            except ValueError:
+                self._violation(f"udp {src}", "bad SourceAddr")
+                return None
+        return src
+
+    def _on_ping(self, src: Address, msg: Ping) -> None:
+        # A ping meant for another name gets no answer (a restarted node at our address).
+        if msg.node and msg.node != self.name:
+            return
+        dest = self._reply_addr(src, msg.source_addr, msg.source_port)
+        if dest is not None:
+            self._send_msg(dest, Ack(msg.seq_no, self._delegate.ack_payload() or None))
+
+    def _on_indirect_ping(self, now: float, src: Address, msg: IndirectPing) -> None:
+        requester = self._reply_addr(src, msg.source_addr, msg.source_port)
+        if requester is None:
+            return
+        try:
+            target = Address.from_packed(msg.target, msg.port or self.addr.port)
+        except ValueError:
+            self._violation(f"udp {src}", "indirect ping: bad Target")
+            return
+        local = self._next_seq()
+        self._relays[local] = _Relay(requester, msg.seq_no, msg.nack)
+        self._set_timer("relay", local, now + self.config.probe_timeout)
+        self._send_msg(target, self._ping(local, msg.node))
+
+    def _on_ack(self, now: float, msg: Ack) -> None:
+        relay = self._relays.pop(msg.seq_no, None)
+        if relay is not None:
+            self._cancel_timer("relay", msg.seq_no)
+            self._send_msg(relay.requester, Ack(relay.seq, None))
+            return
+        p = self._probe
+        if p is not None and p.seq == msg.seq_no and now <= p.deadline:
+            self._probe_acked(now, msg.payload)
+
+    # ------------------------------------------------------------------ state rules (12.5)
+
+    def _on_alive(self, now: float, msg: Alive, *, source: str) -> None:
+        is_local = msg.node == self.name
+        if self._leaving and is_local:
+            return  # after leaving we never come back through a stale alive
+        if len(msg.vsn) >= 3 and (msg.vsn[0] == 0 or msg.vsn[1] == 0 or msg.vsn[0] > msg.vsn[1]):
+            self._violation(source, f"alive for {msg.node!r} with invalid protocol versions")
+            return
+        try:
+            addr = Address.from_packed(msg.addr, msg.port or self.addr.port)
+        except ValueError:
+            self._violation(source, f"alive for {msg.node!r} with invalid Addr")
+            return
+        meta = msg.meta or b""
+        rec = self._members.get(msg.node)
+        created = False
+        updates_node = False
+        if rec is None:
+            if msg.incarnation == 0:
+                return  # memberlist would keep a dead placeholder; nothing to learn from it
+            rec = NodeRecord(msg.node, addr, meta, 0, State.DEAD, msg.vsn, now)
+            self._members.add(rec)
+            created = True
+        elif rec.addr != addr:
+            reclaim = self.config.dead_node_reclaim_time
+            can_reclaim = reclaim > 0 and now - rec.state_change > reclaim
+            if rec.state is State.LEFT or (rec.state is State.DEAD and can_reclaim):
+                updates_node = True
+            else:
+                self._out.append(
+                    Notice(
+                        "name_conflict",
+                        {"node": msg.node, "existing": str(rec.addr), "claimed": str(addr)},
+                    )
+                )
+                return
+        if not is_local and not updates_node and not created and msg.incarnation <= rec.incarnation:
+            return
+        if is_local and msg.incarnation < rec.incarnation:
+            return
+        self._drop_suspicion(msg.node)
+        old_state, old_meta = rec.state, rec.meta
+        if is_local:
+            if msg.incarnation == rec.incarnation and meta == rec.meta and msg.vsn == self.vsn:
+                return
+            self._refute(msg.incarnation, accuser="")
+            return
+        self._queue_broadcast(msg.node, msg)
+        if msg.vsn:
+            rec.vsn = msg.vsn
+        rec.incarnation = msg.incarnation
+        rec.meta = meta
+        rec.addr = addr
+        self._members.set_state(rec, State.ALIVE, now)
+        if old_state is State.DEAD or old_state is State.LEFT:
+            self._event(MemberEventKind.JOIN, rec)
+        elif old_meta != rec.meta:
+            self._event(MemberEventKind.UPDATE, rec)
+
+    def _on_suspect(self, now: float, msg: Suspect) -> bool:
+        """Apply a suspect message; True if the node just became suspect."""
+        rec = self._members.get(msg.node)
+        if rec is None or msg.incarnation < rec.incarnation:
+            return False
+        sus = self._suspicions.get(msg.node)
+        if sus is not None:
+            counted, deadline = sus.confirm(msg.from_, now)
+            if counted:
+                # Lifeguard: a new independent confirmation is worth re-gossiping.
+                self._queue_broadcast(msg.node, msg)
+                self._set_timer("suspicion", msg.node, deadline)
+            return False
+        if rec.state is not State.ALIVE:
+            return False
+        if msg.node == self.name:
+            self._refute(msg.incarnation, accuser=msg.from_)
+            return False
+        self._queue_broadcast(msg.node, msg)
+        rec.incarnation = msg.incarnation
+        self._members.set_state(rec, State.SUSPECT, now)
+        n = len(self._members)
+        cfg = self.config
+        k = suspicion_confirmations_wanted(cfg.suspicion_mult, n)
+        min_t = suspicion_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
+        max_t = cfg.suspicion_max_timeout_mult * min_t
+        sus = Suspicion(msg.from_, k, min_t, max_t, now, lifeguard=cfg.lifeguard)
+        self._suspicions[msg.node] = sus
+        self._set_timer("suspicion", msg.node, sus.deadline)
+        return True
+
+    def _suspicion_fired(self, now: float, node: str) -> None:
+        sus = self._suspicions.get(node)
+        rec = self._members.get(node)
+        if sus is None or rec is None:
+            return
+        if rec.state is State.SUSPECT and rec.state_change == sus.start:
+            self._out.append(
+                Notice("declared_dead", {"node": node, "incarnation": rec.incarnation})
+            )
+            self._on_dead(now, Dead(rec.incarnation, node, self.name))
+        else:
+            self._drop_suspicion(node)
+
+    def _drop_suspicion(self, node: str) -> None:
+        if self._suspicions.pop(node, None) is not None:
+            self._cancel_timer("suspicion", node)
+
+    def _on_dead(self, now: float, msg: Dead) -> None:
+        rec = self._members.get(msg.node)
+        if rec is None or msg.incarnation < rec.incarnation:
+            return
+        self._drop_suspicion(msg.node)
+        if rec.dead_or_left:
+            return
+        if msg.node == self.name:
+            if not self._leaving:
+                self._refute(msg.incarnation, accuser=msg.from_)
+                return
+            self._leave_broadcast = self._queue_broadcast(msg.node, msg, notify=True)
+        else:
+            self._queue_broadcast(msg.node, msg)
+        rec.incarnation = msg.incarnation
+        # A dead message sent by the node about itself is a graceful leave.
+        self._members.set_state(rec, State.LEFT if msg.from_ == msg.node else State.DEAD, now)
+        self._event(MemberEventKind.LEAVE, rec)
+
+    def _refute(self, accused: int, *, accuser: str) -> None:
+        """memberlist refute: beat the accusation's incarnation and broadcast alive."""
+        inc = self._me.incarnation + 1
+        if accused >= inc:
+            inc = accused + 1
+        self._me.incarnation = inc
+        self._awareness.apply_delta(1)
+        self._queue_broadcast(self.name, self._alive_msg())
+        self._out.append(Notice("refuted", {"incarnation": inc, "accuser": accuser}))
+
+    # ------------------------------------------------------------------ push/pull (8.2, 12.4)
+
+    def _local_state(self, join: bool) -> PushPull:
+        return PushPull(join, node_states(self._members), self._delegate.local_state(join))
+
+    def _encode_stream(self, msg: Message) -> bytes:
+        return encode_stream_message(msg, compress=self.config.enable_compression)
+
+    def _merge_remote(self, now: float, pp: PushPull) -> str | None:
+        """memberlist mergeRemoteState: verify versions, merge nodes, then the user state."""
+        err = verify_protocol(pp.nodes, self._members)
+        if err is not None:
+            return err
+        for msg in merge_messages(pp.nodes, self.name):
+            if isinstance(msg, Alive):
+                self._on_alive(now, msg, source="stream")
+            elif isinstance(msg, Dead):
+                self._on_dead(now, msg)
+            else:
+                self._on_suspect(now, msg)
+        if pp.user_state:
+            self._delegate.merge_remote_state(now, pp.user_state, pp.join)
+        return None
+
+    def join(self, now: float, seeds: Sequence[Address]) -> tuple[int, list[Effect]]:
+        self._out = []
+        rid = next(self._ids)
+        if not seeds:
+            self._out.append(JoinDone(rid, 0, ()))
+            return rid, self._finish()
+        req = _JoinRequest({})
+        self._joins[rid] = req
+        for seed in seeds:
+            sid = next(self._ids)
+            req.pending[sid] = seed
+            self._join_streams[sid] = rid
+            data = self._encode_stream(self._local_state(True))
+            self._out.append(OpenStream(sid, seed, data, True, self.config.tcp_timeout))
+        return rid, self._finish()
+
+    def push_pull(self, now: float) -> list[Effect]:
+        self._out = []
+        me = self.name
+        peers = self._members.sample(
+            1,
+            lambda r: r.name != me and r.state is State.ALIVE,
+            expected=self._members.count(State.ALIVE),
+        )
+        if peers:
+            sid = next(self._ids)
+            self._syncs[sid] = peers[0].name
+            data = self._encode_stream(self._local_state(False))
+            self._out.append(OpenStream(sid, peers[0].addr, data, True, self.config.tcp_timeout))
+        return self._finish()
+
+    def _push_pull_reply(self, now: float, reply: bytes | None, error: str) -> str | None:
+        """Merge a push/pull reply; the error text on failure."""
+        if reply is None:
+            return error or "stream failed"
+        try:
+            msg = StreamParser(max_nodes=self.config.max_push_pull_nodes).feed(reply)
+        except DecodeError as exc:
+            self._violation("stream", f"push/pull reply: {exc}")
+            return str(exc)
+        if isinstance(msg, Err):
+            return f"remote error: {msg.error}"
+        if not isinstance(msg, PushPull):
+            reason = "truncated reply" if msg is None else f"unexpected {type(msg).__name__}"
+            self._violation("stream", f"push/pull reply: {reason}")
+            return reason
+        return self._merge_remote(now, msg)
+
+    def stream_result(
+        self, now: float, stream_id: int, reply: bytes | None, error: str = ""
+    ) -> list[Effect]:
+        self._out = []
+        if stream_id in self._tcp_pings:
+            self._tcp_ping_result(now, self._tcp_pings.pop(stream_id), reply)
+        elif stream_id in self._syncs:
+            peer = self._syncs.pop(stream_id)
+            err = self._push_pull_reply(now, reply, error)
+            if err is not None:
+                self._out.append(Notice("push_pull_failed", {"node": peer, "error": err}))
+        elif stream_id in self._join_streams:
+            rid = self._join_streams.pop(stream_id)
+            req = self._joins[rid]
+            addr = req.pending.pop(stream_id)
+            err = self._push_pull_reply(now, reply, error)
+            if err is None:
+                req.joined += 1
+            else:
+                req.errors.append(f"Failed to join {addr}: {err}")
+            if not req.pending:
+                del self._joins[rid]
+                self._out.append(JoinDone(rid, req.joined, tuple(req.errors)))
+        return self._finish()
+
+    def handle_stream(self, now: float, data: bytes) -> tuple[bytes | None, list[Effect]]:
+        self._out = []
+        reply: bytes | None = None
+        try:
+            parser = StreamParser(max_nodes=self.config.max_push_pull_nodes)
+            msg = parser.feed(data)
+            if msg is None:
+                msg = parser.finish()
+        except DecodeError as exc:
+            text = str(exc)
+            self._violation("stream", text)
+            if text.startswith(_FRAMING_ERRORS):
+                reply = self._encode_stream(Err(text))
+            return reply, self._finish()
+        if isinstance(msg, PushPull):
+            # The responder answers first, then merges (memberlist handleConn).
+            reply = self._encode_stream(self._local_state(msg.join))
+            err = self._merge_remote(now, msg)
+            if err is not None:
+                self._violation("stream", f"push/pull merge failed: {err}")
+        elif isinstance(msg, Ping):
+            if not msg.node or msg.node == self.name:
+                reply = self._encode_stream(Ack(msg.seq_no, None))
+        elif isinstance(msg, UserMsg):
+            self._delegate.notify_msg(now, msg.payload)
+        else:
+            self._violation("stream", f"{type(msg).__name__} is not a valid stream request")
+        return reply, self._finish()
+
+    # ------------------------------------------------------------------ commands
+
+    def leave(self, now: float, timeout: float) -> list[Effect]:
+        """Broadcast dead{From: us}; ``LeaveDone`` once it was sent its last time (memberlist
+        notifies when the queue retires the broadcast), at once if nobody else is alive, or
+        ``LeaveDone(timed_out=True)`` after ``timeout`` seconds (``timeout <= 0``: no limit)."""
+        self._out = []
+        if self._leaving:
+            if self._leave_done:
+                self._out.append(LeaveDone(False))
+            return self._finish()
+        self._leaving = True
+        self._on_dead(now, Dead(self._me.incarnation, self.name, self.name))
+        others = self.num_alive()  # we are left now, so this counts only other nodes
+        if others == 0:
+            self._leave_finished(timed_out=False)
+        elif timeout > 0:
+            self._set_timer("leave", 0, now + timeout)
+        return self._finish()
+
+    def _leave_finished(self, *, timed_out: bool) -> None:
+        if self._leave_done:
+            return
+        self._leave_done = True
+        self._cancel_timer("leave", 0)
+        self._out.append(LeaveDone(timed_out))
+
+    def update_meta(self, now: float) -> list[Effect]:
+        """Re-read the delegate's metadata, bump our incarnation and broadcast alive."""
+        self._out = []
+        me = self._me
+        old = me.meta
+        me.meta = self._delegate.node_meta(META_MAX_SIZE)[:META_MAX_SIZE]
+        me.incarnation += 1
+        self._queue_broadcast(self.name, self._alive_msg())
+        if me.meta != old:
+            self._event(MemberEventKind.UPDATE, me)
+        return self._finish()
+
+
+__all__ = ["Memberlist", "SwimStats"]

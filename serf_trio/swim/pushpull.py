@@ -1,0 +1,73 @@
+"""Push/pull state exchange rules (memberlist ``mergeState`` / ``verifyProtocol``, WIRE.md 8.2, 10).
+
+Pure functions over node states, so the merge rules can be tested without a running node:
+
+* ``verify_protocol``: over every *alive* node of both lists take the highest minimum and the
+  lowest maximum protocol (and delegate) version; every node of both lists, whatever its state,
+  must speak a current version inside that window, else the whole state is rejected with
+  memberlist's error text;
+* ``merge_messages``: remote alive -> an ``alive`` message; remote left -> ``dead`` from the node
+  itself (a graceful leave); remote dead or suspect -> a ``suspect`` from *us*: a push/pull
+  never kills a node directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ..wire.messages import Alive, Dead, NodeStateCode, PushNodeState, Suspect
+from .members import NodeRecord
+
+
+def node_states(records: Iterable[NodeRecord]) -> tuple[PushNodeState, ...]:
+    """Our side of a push/pull: every known node, including ourselves and dead/left ones."""
+    return tuple(
+        PushNodeState(
+            name=r.name,
+            addr=r.addr.packed(),
+            port=r.addr.port,
+            meta=r.meta or None,
+            incarnation=r.incarnation,
+            state=r.state.value,
+            vsn=r.vsn,
+        )
+        for r in records
+    )
+
+
+def verify_protocol(remote: Sequence[PushNodeState], local: Iterable[NodeRecord]) -> str | None:
+    """``None`` if everyone can understand everyone, else memberlist's error text."""
+    local_list = list(local)
+    maxpmin = maxdmin = 0
+    minpmax = mindmax = 255
+    alive = [n.vsn for n in remote if n.state == NodeStateCode.ALIVE and n.vsn]
+    alive += [r.vsn for r in local_list if r.state.value == NodeStateCode.ALIVE and r.vsn]
+    for v in alive:
+        maxpmin, minpmax = max(maxpmin, v[0]), min(minpmax, v[1])
+        maxdmin, mindmax = max(maxdmin, v[3]), min(mindmax, v[4])
+    everyone = [(n.name, n.vsn) for n in remote] + [(r.name, r.vsn) for r in local_list]
+    for name, v in everyone:
+        # A node state without Vsn counts as version 0 and therefore fails (WIRE.md 10).
+        pcur, dcur = (v[2], v[5]) if len(v) >= 6 else (0, 0)
+        if pcur < maxpmin or pcur > minpmax:
+            # Go formats the []uint8 window as "[a b]".
+            return f"Node '{name}' protocol version ({pcur}) is incompatible: [{maxpmin} {minpmax}]"
+        if dcur < maxdmin or dcur > mindmax:
+            return (
+                f"Node '{name}' delegate protocol version ({dcur}) is incompatible: "
+                f"[{maxdmin} {mindmax}]"
+            )
+    return None
+
+
+def merge_messages(remote: Iterable[PushNodeState], me: str) -> list[Alive | Dead | Suspect]:
+    """The messages memberlist's ``mergeState`` feeds through its normal handlers."""
+    out: list[Alive | Dead | Suspect] = []
+    for ns in remote:
+        if ns.state == NodeStateCode.ALIVE:
+            out.append(Alive(ns.incarnation, ns.name, ns.addr, ns.port, ns.meta, ns.vsn))
+        elif ns.state == NodeStateCode.LEFT:
+            out.append(Dead(ns.incarnation, ns.name, ns.name))
+        else:
+            out.append(Suspect(ns.incarnation, ns.name, me))
+    return out
