@@ -1,0 +1,495 @@
+"""The trio runtime of one membership node: the core driver and its tasks on a channel bus.
+
+``MembershipNode.run`` opens one nursery holding:
+
+* the transport (``Transport.serve``): UDP reader and TCP listener;
+* the **core driver** (``_drive``): the ONLY task that mutates the sans-IO ``Memberlist`` core.
+  It consumes the input channel, fires the core's internal timers itself (it waits on the input
+  channel with ``trio.move_on_at(core.next_deadline())``, then calls ``tick``) and executes the
+  effects.  Timers are handled inline rather than by a separate timer task because every core
+  call can move the next deadline; a separate task would need a re-arm signal for each call;
+* three periodic tasks (prober, gossip broadcaster, push-pull sync): each sleeps its interval
+  (after a random initial stagger, as memberlist does) and posts a ``Periodic`` command;
+* the **sender**: drains the outgoing-packet channel into ``Transport.send_packet``;
+* one short-lived task per ``OpenStream`` effect, which posts its ``StreamOutcome`` back.
+
+The bus (every channel bounded; sizes in ``BusSizes``):
+
+============  ======================  ==========================  ======================  =====
+channel       producers               consumer                    full policy             size
+============  ======================  ==========================  ======================  =====
+input         UDP reader (packets),   core driver                 packets: drop + count   1024
+              inbound stream tasks,                               (``send_nowait``);
+              stream tasks (results),                             everything else waits
+              periodic tasks, API                                 (``await send``)
+              calls (join/leave/...)
+outgoing      core driver             sender task                 drop + count: the core  1024
+                                                                  never waits on sockets
+events        core driver             the application             drop + count (logged    1024
+                                      (``MembershipNode.events``)  ``event_dropped``): a
+                                                                  slow consumer must not
+                                                                  stall failure detection
+============  ======================  ==========================  ======================  =====
+
+Reads of views (``members()``, ``statistics()``) call the core's read-only methods directly from
+other tasks: trio switches tasks only at ``await``, so a synchronous view never observes a
+half-applied driver step.  All mutations go through the driver.
+
+Everything the core reports is logged here (the core itself never logs), with snake_case event
+names: ``member_join``, ``member_failed``, ``member_left``, ``member_update``, ``packet_dropped``,
+``join_done``, ``leave_done`` and the core's ``Notice`` names
+(``suspected``, ``declared_dead``, ``refuted``, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import structlog
+import trio
+
+from serf_trio.swim.api import (
+    Address,
+    Delegate,
+    Effect,
+    JoinDone,
+    LeaveDone,
+    MemberEvent,
+    MemberEventKind,
+    MemberInfo,
+    Notice,
+    OpenStream,
+    SendPacket,
+    State,
+    Violation,
+)
+from serf_trio.swim.config import SwimConfig
+from serf_trio.swim.node import Memberlist, SwimStats
+
+from .transport import Datagram, Transport, TransportError, TransportStats
+
+T = TypeVar("T")
+
+NodeEvent = MemberEvent | Notice | Violation | JoinDone | LeaveDone
+
+
+class JoinError(Exception):
+    """No seed could be synced with; ``errors`` holds one text per seed."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("; ".join(errors) or "no seeds given")
+        self.errors = tuple(errors)
+
+
+class NotRunningError(RuntimeError):
+    """An API call that needs the driver was made before ``run`` started (or after it ended)."""
+
+
+class _Reply(Generic[T]):
+    """A one-shot reply slot: the driver sets it without ever waiting."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: T | None = None
+
+    def set(self, value: T) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    async def wait(self) -> T:
+        await self._event.wait()
+        return self._value  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs of the core driver
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """An inbound stream's request message, and where the driver puts the reply."""
+
+    data: bytes
+    reply: _Reply[bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOutcome:
+    """Result of one ``OpenStream`` effect (reply bytes, or ``None`` + error)."""
+
+    stream_id: int
+    reply: bytes | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Periodic:
+    round: Literal["probe", "gossip", "push_pull"]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCommand:
+    seeds: tuple[Address, ...]
+    reply: _Reply[JoinDone]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveCommand:
+    timeout: float
+    reply: _Reply[LeaveDone]
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateMetaCommand:
+    reply: _Reply[None]
+
+
+CoreInput = (
+    Datagram
+    | StreamRequest
+    | StreamOutcome
+    | Periodic
+    | JoinCommand
+    | LeaveCommand
+    | UpdateMetaCommand
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BusSizes:
+    """Buffer sizes of the bus channels (see the module docstring for their policies)."""
+
+    input: int = 1024
+    outgoing: int = 1024
+    events: int = 1024
+    # Concurrent outbound streams; beyond this an OpenStream fails at once ("too many streams").
+    max_streams: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """A snapshot of the runtime's counters (the core's own are in ``core``)."""
+
+    core: SwimStats | None  # the core's own counters (None before run)
+    transport: TransportStats
+    outgoing_dropped: int
+    events_dropped: int
+    violations: int
+    streams_active: int
+    streams_failed: int
+
+
+_FAILED_STATES = {State.DEAD: "member_failed", State.LEFT: "member_left"}
+
+
+class MembershipNode:
+    """One memberlist node on trio: ``async with`` a nursery, ``await nursery.start(node.run)``.
+
+    ``advertise`` is the address peers are told (default: the bound address; a port of 0 takes
+    the bound port).  ``events`` receives every ``MemberEvent``, ``Notice``, ``Violation``,
+    ``JoinDone`` and ``LeaveDone``; it is bounded and lossy (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        config: SwimConfig,
+        name: str,
+        transport: Transport,
+        *,
+        advertise: Address | None = None,
+        delegate: Delegate | None = None,
+        rng: random.Random | None = None,
+        logger: Any = None,
+        sizes: BusSizes = BusSizes(),
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.transport = transport
+        self._advertise = advertise
+        self._delegate = delegate
+        self._rng = rng if rng is not None else random.Random()
+        self._log: Any = logger if logger is not None else structlog.get_logger().bind(node=name)
+        self._sizes = sizes
+        self._core: Memberlist | None = None
+        self._input: trio.MemorySendChannel[CoreInput] | None = None
+        self._events_send, self.events = trio.open_memory_channel[NodeEvent](sizes.events)
+        self._local: deque[CoreInput] = deque()  # inputs the driver makes for itself
+        self._join_waiters: dict[int, _Reply[JoinDone]] = {}
+        self._leave_waiters: list[_Reply[LeaveDone]] = []
+        self._push_pull_period = config.push_pull_interval
+        self._cancel: trio.CancelScope | None = None
+        self._streams_active = 0
+        self._streams_failed = 0
+        self._outgoing_dropped = 0
+        self._events_dropped = 0
+        self._violations = 0
+        self.addr: Address | None = None
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the node until cancelled (or ``stop()``); ``started(advertise address)``."""
+        input_send, input_recv = trio.open_memory_channel[CoreInput](self._sizes.input)
+        out_send, out_recv = trio.open_memory_channel[SendPacket](self._sizes.outgoing)
+        with trio.CancelScope() as cancel:
+            self._cancel = cancel
+            try:
+                async with input_send, input_recv, trio.open_nursery() as nursery:
+                    bound: Address = await nursery.start(
+                        self.transport.serve, input_send.clone(), self._on_stream
+                    )
+                    adv = self._advertise or bound
+                    if adv.port == 0:
+                        adv = Address(adv.host, bound.port)
+                    self.addr = adv
+                    now = trio.current_time()
+                    self._core = Memberlist(
+                        self.config, self.name, adv, rng=self._rng, now=now, delegate=self._delegate
+                    )
+                    self._input = input_send
+                    nursery.start_soon(self._sender, out_recv)
+                    nursery.start_soon(self._periodic, "probe", input_send.clone())
+                    nursery.start_soon(self._periodic, "gossip", input_send.clone())
+                    if self.config.push_pull_interval > 0:
+                        nursery.start_soon(self._periodic, "push_pull", input_send.clone())
+                    nursery.start_soon(self._drive, self._core, input_recv.clone(), out_send)
+                    self._log.info("node_started", addr=str(adv), bind=str(bound))
+                    task_status.started(adv)
+            finally:
+                self._input = None
+                # Consumers iterating ``events`` see the end of the channel: ``run`` is one-shot.
+                self._events_send.close()
+                self._log.info("node_stopped")
+
+    def stop(self) -> None:
+        """Cancel ``run`` (an abrupt stop: call ``leave`` first for a graceful one)."""
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def join(self, seeds: Sequence[Address]) -> int:
+        """Push/pull with each seed; the number synced.  ``JoinError`` if none could be."""
+        reply: _Reply[JoinDone] = _Reply()
+        await self._post(JoinCommand(tuple(seeds), reply))
+        done = await reply.wait()
+        if done.joined == 0:
+            raise JoinError(done.errors)
+        return done.joined
+
+    async def leave(self, timeout: float) -> bool:  # noqa: ASYNC109 - a protocol timer
+        """Broadcast our leave; True if the broadcast timed out (memberlist's Leave).
+
+        ``timeout`` is the core's broadcast timer (memberlist's Leave timeout), not a cancel
+        scope: the core answers ``LeaveDone(timed_out=True)`` when it expires.
+        """
+        reply: _Reply[LeaveDone] = _Reply()
+        await self._post(LeaveCommand(timeout, reply))
+        return (await reply.wait()).timed_out
+
+    async def update_meta(self) -> None:
+        """Re-read the delegate's metadata and broadcast it (incarnation + 1)."""
+        reply: _Reply[None] = _Reply()
+        await self._post(UpdateMetaCommand(reply))
+        await reply.wait()
+
+    def members(self) -> list[MemberInfo]:
+        """Every known node including ourselves, in any state ([] before ``run``)."""
+        return self._core.members() if self._core is not None else []
+
+    def member(self, name: str) -> MemberInfo | None:
+        return self._core.member(name) if self._core is not None else None
+
+    def statistics(self) -> NodeStats:
+        return NodeStats(
+            core=self._core.statistics() if self._core is not None else None,
+            transport=self.transport.statistics(),
+            outgoing_dropped=self._outgoing_dropped,
+            events_dropped=self._events_dropped,
+            violations=self._violations,
+            streams_active=self._streams_active,
+            streams_failed=self._streams_failed,
+        )
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    async def _post(self, item: CoreInput) -> None:
+        if self._input is None:
+            raise NotRunningError("the node is not running")
+        await self._input.send(item)
+
+    async def _on_stream(self, data: bytes) -> bytes | None:
+        """Transport callback for one inbound stream request (runs in the connection's task)."""
+        reply: _Reply[bytes | None] = _Reply()
+        try:
+            await self._post(StreamRequest(data, reply))
+        except (NotRunningError, trio.ClosedResourceError, trio.BrokenResourceError):
+            return None
+        return await reply.wait()
+
+    async def _periodic(
+        self,
+        which: Literal["probe", "gossip", "push_pull"],
+        send: trio.MemorySendChannel[CoreInput],
+    ) -> None:
+        """Post ``Periodic(which)`` every interval, after a random stagger (memberlist does too)."""
+        async with send:
+            first = True
+            while True:
+                period = self._period(which)
+                await trio.sleep(self._rng.uniform(0, period) if first else period)
+                first = False
+                await send.send(Periodic(which))
+
+    def _period(self, which: str) -> float:
+        if which == "probe":
+            return self.config.probe_interval
+        if which == "gossip":
+            return self.config.gossip_interval
+        return self._push_pull_period
+
+    async def _sender(self, out: trio.MemoryReceiveChannel[SendPacket]) -> None:
+        async with out:
+            async for pkt in out:
+                await self.transport.send_packet(pkt.addr, pkt.data)
+
+    async def _run_stream(self, eff: OpenStream) -> None:
+        """Carry out one OpenStream effect and post its outcome back to the driver."""
+        try:
+            reply = await self.transport.request(
+                eff.addr, eff.data, expect_reply=eff.expect_reply, time_limit=eff.timeout
+            )
+            outcome = StreamOutcome(eff.stream_id, reply, "")
+        except TransportError as exc:
+            self._streams_failed += 1
+            self._log.debug("stream_failed", to=str(eff.addr), error=str(exc))
+            outcome = StreamOutcome(eff.stream_id, None, str(exc))
+        finally:
+            self._streams_active -= 1
+        inp = self._input
+        if inp is not None:
+            await inp.send(outcome)
+
+    async def _drive(
+        self,
+        core: Memberlist,
+        inputs: trio.MemoryReceiveChannel[CoreInput],
+        out: trio.MemorySendChannel[SendPacket],
+    ) -> None:
+        """The core driver: the only task that calls the core's mutating methods."""
+        async with inputs, out, trio.open_nursery() as streams:
+            while True:
+                deadline = core.next_deadline()
+                item: CoreInput | None = None
+                if self._local:
+                    item = self._local.popleft()
+                    await trio.lowlevel.checkpoint()
+                else:
+                    with trio.move_on_at(math.inf if deadline is None else deadline):
+                        item = await inputs.receive()
+                now = trio.current_time()
+                effects: list[Effect] = []
+                if deadline is not None and now >= deadline:
+                    effects.extend(core.tick(now))
+                if item is not None:
+                    effects.extend(self._dispatch(core, now, item))
+                self._execute(effects, out, streams)
+
+    def _dispatch(self, core: Memberlist, now: float, item: CoreInput) -> list[Effect]:
+        if isinstance(item, Datagram):
+            return core.handle_packet(now, item.src, item.data)
+        if isinstance(item, StreamRequest):
+            answer, effects = core.handle_stream(now, item.data)
+            item.reply.set(answer)
+            return effects
+        if isinstance(item, StreamOutcome):
+            return core.stream_result(now, item.stream_id, item.reply, item.error)
+        if isinstance(item, Periodic):
+            if item.round == "probe":
+                return core.probe(now)
+            if item.round == "gossip":
+                return core.gossip(now)
+            effects = core.push_pull(now)
+            self._push_pull_period = core.push_pull_period()
+            return effects
+        if isinstance(item, JoinCommand):
+            request_id, effects = core.join(now, item.seeds)
+            self._join_waiters[request_id] = item.reply
+            return effects
+        if isinstance(item, LeaveCommand):
+            self._leave_waiters.append(item.reply)
+            return core.leave(now, item.timeout)
+        effects = core.update_meta(now)
+        item.reply.set(None)
+        return effects
+
+    def _execute(
+        self, effects: list[Effect], out: trio.MemorySendChannel[SendPacket], streams: trio.Nursery
+    ) -> None:
+        """Carry out effects without ever waiting (the driver must not block)."""
+        for eff in effects:
+            if isinstance(eff, SendPacket):
+                try:
+                    out.send_nowait(eff)
+                except trio.WouldBlock:
+                    self._outgoing_dropped += 1
+                    self._log.warning("packet_dropped", reason="send_queue_full", to=str(eff.addr))
+                continue
+            if isinstance(eff, OpenStream):
+                if self._streams_active >= self._sizes.max_streams:
+                    self._streams_failed += 1
+                    self._local.append(StreamOutcome(eff.stream_id, None, "too many streams"))
+                else:
+                    self._streams_active += 1
+                    streams.start_soon(self._run_stream, eff)
+                continue
+            self._report(eff)
+            self._publish(eff)
+
+    def _report(self, eff: NodeEvent) -> None:
+        log = self._log
+        if isinstance(eff, MemberEvent):
+            m = eff.member
+            if eff.kind is MemberEventKind.JOIN:
+                event = "member_join"
+            elif eff.kind is MemberEventKind.LEAVE:
+                event = _FAILED_STATES.get(m.state, "member_failed")
+            else:
+                event = "member_update"
+            log.info(event, member=m.name, addr=str(m.addr), incarnation=m.incarnation)
+        elif isinstance(eff, Notice):
+            log.info(eff.event, **{k: _loggable(v) for k, v in eff.fields.items()})
+        elif isinstance(eff, Violation):
+            self._violations += 1
+            log.warning("packet_dropped", source=eff.source, reason=eff.reason)
+        elif isinstance(eff, JoinDone):
+            waiter = self._join_waiters.pop(eff.request_id, None)
+            if waiter is not None:
+                waiter.set(eff)
+            log.info("join_done", joined=eff.joined, errors=list(eff.errors))
+        else:
+            waiters, self._leave_waiters = self._leave_waiters, []
+            for w in waiters:
+                w.set(eff)
+            log.info("leave_done", timed_out=eff.timed_out)
+
+    def _publish(self, eff: NodeEvent) -> None:
+        try:
+            self._events_send.send_nowait(eff)
+        except (trio.WouldBlock, trio.BrokenResourceError):
+            # Policy: drop rather than stall the core behind a slow (or absent) consumer.
+            self._events_dropped += 1
+            if self._events_dropped in (1, 10, 100) or self._events_dropped % 1000 == 0:
+                self._log.warning("event_dropped", total=self._events_dropped)
+
+
+def _loggable(v: object) -> object:
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)

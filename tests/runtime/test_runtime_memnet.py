@@ -1,0 +1,180 @@
+"""The real runtime tasks on the in-memory network under an autojumping MockClock."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+import pytest
+import structlog
+import trio
+import trio.testing
+
+from serf_trio.runtime.driver import BusSizes, JoinError, MembershipNode
+from serf_trio.swim.api import Address, MemberEvent, MemberEventKind, State
+from serf_trio.swim.config import LAN
+from serf_trio.testing.memnet import MemoryNetwork
+from serf_trio.testing.netmodel import LinkProfile, NetModel
+
+
+def run_mock(fn: Callable[[], Awaitable[None]], limit: float = 300.0) -> None:
+    """Run under MockClock(autojump_threshold=0); ``limit`` is virtual seconds."""
+
+    async def main() -> None:
+        with trio.fail_after(limit):
+            await fn()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def addr(i: int) -> Address:
+    return Address(f"127.0.0.{i}", 7946)
+
+
+def make_node(net: MemoryNetwork, i: int, seed: int) -> MembershipNode:
+    return MembershipNode(
+        LAN,
+        f"n{i}",
+        net.transport(addr(i), stream_timeout=LAN.tcp_timeout),
+        rng=random.Random(seed * 1000 + i),
+    )
+
+
+def states(node: MembershipNode) -> dict[str, State]:
+    return {m.name: m.state for m in node.members()}
+
+
+async def wait_until(cond: Callable[[], bool], step: float = 0.1) -> None:
+    while not cond():  # noqa: ASYNC110 - polls a view that has no change signal
+        await trio.sleep(step)
+
+
+def test_ten_nodes_converge_then_crash_is_declared_dead_by_all() -> None:
+    async def body() -> None:
+        net = MemoryNetwork(NetModel(seed=7, default=LinkProfile(loss=0.01)))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            nodes = [make_node(net, i, seed=7) for i in range(1, 11)]
+            for n in nodes:
+                await nursery.start(n.run)
+            for n in nodes[1:]:
+                assert await n.join([addr(1)]) == 1
+            names = {f"n{i}" for i in range(1, 11)}
+            t0 = trio.current_time()
+            await wait_until(
+                lambda: all(states(n) == dict.fromkeys(names, State.ALIVE) for n in nodes)
+            )
+            assert trio.current_time() - t0 < 30  # gossip spreads in a few seconds
+
+            victim = nodes[4]
+            victim.stop()
+            net.crash(addr(5))
+            others = [n for n in nodes if n is not victim]
+            t1 = trio.current_time()
+            await wait_until(lambda: all(states(n).get("n5") is State.DEAD for n in others))
+            # Lifeguard bounds: min suspicion 4 s (n=10), max 6x that, plus probe rounds.
+            detect = trio.current_time() - t1
+            print(f"memnet: converged in {t1 - t0:.2f}s, crash detected in {detect:.2f}s")
+            assert 4.0 <= detect < 40
+            for n in others:
+                assert all(s is State.ALIVE for k, s in states(n).items() if k != "n5")
+            nursery.cancel_scope.cancel()
+
+    run_mock(body)
+
+
+def test_join_and_events_and_statistics_on_two_nodes() -> None:
+    async def body() -> None:
+        net = MemoryNetwork(NetModel(seed=3))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            a, b = make_node(net, 1, 3), make_node(net, 2, 3)
+            assert await nursery.start(a.run) == addr(1)
+            await nursery.start(b.run)
+            with structlog.testing.capture_logs() as logs:
+                assert await b.join([addr(1)]) == 1
+                await wait_until(lambda: states(a).get("n2") is State.ALIVE)
+            assert any(e["event"] == "member_join" and e["member"] == "n2" for e in logs)
+            joined = set()
+            while True:
+                try:
+                    ev = a.events.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(ev, MemberEvent) and ev.kind is MemberEventKind.JOIN:
+                    joined.add(ev.member.name)
+            assert joined == {"n1", "n2"} or joined == {"n2"}
+            st = a.statistics()
+            assert st.transport.packets_in > 0 or st.transport.streams_in > 0
+            assert st.events_dropped == 0
+            # A join to nobody fails with the per-seed errors.
+            with pytest.raises(JoinError):
+                await b.join([addr(99)])
+            # Graceful leave: a sees n2 as left.
+            assert await b.leave(5.0) is False
+            b.stop()
+            await wait_until(lambda: states(a).get("n2") is State.LEFT)
+            nursery.cancel_scope.cancel()
+
+    run_mock(body, limit=120)
+
+
+def test_unconsumed_events_are_dropped_and_counted_not_blocking() -> None:
+    async def body() -> None:
+        net = MemoryNetwork(NetModel(seed=5))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            nodes = [
+                MembershipNode(
+                    LAN,
+                    f"n{i}",
+                    net.transport(addr(i)),
+                    rng=random.Random(i),
+                    sizes=BusSizes(events=1),
+                )
+                for i in range(1, 5)
+            ]
+            for n in nodes:
+                await nursery.start(n.run)
+            for n in nodes[1:]:
+                await n.join([addr(1)])
+            # Nobody reads events; membership still converges and drops are counted.
+            await wait_until(lambda: all(len(states(n)) == 4 for n in nodes))
+            assert nodes[0].statistics().events_dropped > 0
+            nursery.cancel_scope.cancel()
+
+    run_mock(body, limit=120)
+
+
+def test_partition_is_detected_on_both_sides_and_heals() -> None:
+    async def body() -> None:
+        model = NetModel(seed=11)
+        net = MemoryNetwork(model)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            nodes = [make_node(net, i, seed=11) for i in range(1, 7)]
+            for n in nodes:
+                await nursery.start(n.run)
+            for n in nodes[1:]:
+                await n.join([addr(1)])
+            await wait_until(lambda: all(len(states(n)) == 6 for n in nodes))
+            left, right = nodes[:3], nodes[3:]
+            cut = model.partition([addr(i) for i in (1, 2, 3)], [addr(i) for i in (4, 5, 6)])
+
+            def split() -> bool:
+                return all(
+                    states(n)[o.name] is State.DEAD
+                    for side, other in ((left, right), (right, left))
+                    for n in side
+                    for o in other
+                )
+
+            await wait_until(split)
+            model.heal(cut)
+            # Push/pull (every 30 s) tells each side the other is alive again (refutation).
+            await wait_until(
+                lambda: all(s is State.ALIVE for n in nodes for s in states(n).values())
+            )
+            nursery.cancel_scope.cancel()
+
+    run_mock(body, limit=300)
