@@ -9,7 +9,7 @@ can show the protocol working in a few seconds; the agent proper is ``serf-trio 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import trio
@@ -20,6 +20,18 @@ from serf_trio.swim.config import profile
 from .driver import MembershipNode
 from .runner import configure_logging, serf_meta
 from .transport import UdpTcpTransport
+
+
+async def _poll_until(pred: Callable[[], bool], limit: float) -> None:
+    """Wait (at most ``limit`` s) until ``pred()``: the demo watches views, it reacts to nothing."""
+    with trio.move_on_after(limit):
+        while not pred():  # noqa: ASYNC110 - polling a read-only view for display only
+            await trio.sleep(0.05)
+
+
+def _status(node: MembershipNode, name: str) -> str | None:
+    m = node.member(name)
+    return None if m is None else m.state.serf_status
 
 
 def render(owner: str, members: Sequence[MemberInfo]) -> str:
@@ -63,28 +75,22 @@ async def run_demo(count: int, base_port: int, out: TextIO) -> None:
         assert seed is not None
         for node in nodes[1:]:
             await node.join([seed])
-        with trio.move_on_after(5):
-            while any(
-                sum(m.state.serf_status == "alive" for m in n.members()) < count for n in nodes
-            ):
-                await trio.sleep(0.05)
+        await _poll_until(
+            lambda: all(
+                sum(m.state.serf_status == "alive" for m in n.members()) == count for n in nodes
+            ),
+            5,
+        )
         print(render(nodes[0].name, nodes[0].members()), file=out)
         victim = nodes[-1]
         print(f"\nstopping {victim.name} abruptly (no leave) ...", file=out)
         scopes[-1].cancel()
-        with trio.move_on_after(15):
-            while any(
-                (m := n.member(victim.name)) is None or m.state.serf_status != "failed"
-                for n in nodes[:-1]
-            ):
-                await trio.sleep(0.1)
+        await _poll_until(lambda: all(_status(n, victim.name) == "failed" for n in nodes[:-1]), 15)
         print(render(nodes[0].name, nodes[0].members()), file=out)
         print(f"\n{nodes[1].name} leaves gracefully ...", file=out)
         await nodes[1].leave(2.0)
         scopes[1].cancel()
-        with trio.move_on_after(5):
-            while (m := nodes[0].member(nodes[1].name)) is None or m.state.serf_status != "left":
-                await trio.sleep(0.1)
+        await _poll_until(lambda: _status(nodes[0], nodes[1].name) == "left", 5)
         print(render(nodes[0].name, nodes[0].members()), file=out)
         nursery.cancel_scope.cancel()
 

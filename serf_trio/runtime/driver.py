@@ -129,6 +129,14 @@ class StreamOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class _Flush:
+    """A marker in the outgoing channel: answer ``waiters`` once the sender reaches it."""
+
+    waiters: tuple[_Reply[LeaveDone], ...]
+    done: LeaveDone
+
+
+@dataclass(frozen=True, slots=True)
 class Periodic:
     round: Literal["probe", "gossip", "push_pull"]
 
@@ -238,7 +246,7 @@ class MembershipNode:
     ) -> None:
         """Run the node until cancelled (or ``stop()``); ``started(advertise address)``."""
         input_send, input_recv = trio.open_memory_channel[CoreInput](self._sizes.input)
-        out_send, out_recv = trio.open_memory_channel[SendPacket](self._sizes.outgoing)
+        out_send, out_recv = trio.open_memory_channel[SendPacket | _Flush](self._sizes.outgoing)
         with trio.CancelScope() as cancel:
             self._cancel = cancel
             try:
@@ -354,9 +362,14 @@ class MembershipNode:
             return self.config.gossip_interval
         return self._push_pull_period
 
-    async def _sender(self, out: trio.MemoryReceiveChannel[SendPacket]) -> None:
+    async def _sender(self, out: trio.MemoryReceiveChannel[SendPacket | _Flush]) -> None:
         async with out:
             async for pkt in out:
+                if isinstance(pkt, _Flush):
+                    # Everything queued before the marker is on the wire now.
+                    for w in pkt.waiters:
+                        w.set(pkt.done)
+                    continue
                 await self.transport.send_packet(pkt.addr, pkt.data)
 
     async def _run_stream(self, eff: OpenStream) -> None:
@@ -380,7 +393,7 @@ class MembershipNode:
         self,
         core: Memberlist,
         inputs: trio.MemoryReceiveChannel[CoreInput],
-        out: trio.MemorySendChannel[SendPacket],
+        out: trio.MemorySendChannel[SendPacket | _Flush],
     ) -> None:
         """The core driver: the only task that calls the core's mutating methods."""
         async with inputs, out, trio.open_nursery() as streams:
@@ -430,7 +443,10 @@ class MembershipNode:
         return effects
 
     def _execute(
-        self, effects: list[Effect], out: trio.MemorySendChannel[SendPacket], streams: trio.Nursery
+        self,
+        effects: list[Effect],
+        out: trio.MemorySendChannel[SendPacket | _Flush],
+        streams: trio.Nursery,
     ) -> None:
         """Carry out effects without ever waiting (the driver must not block)."""
         for eff in effects:
@@ -441,7 +457,19 @@ class MembershipNode:
                     self._outgoing_dropped += 1
                     self._log.warning("packet_dropped", reason="send_queue_full", to=str(eff.addr))
                 continue
-            if isinstance(eff, OpenStream):
+            if isinstance(eff, LeaveDone):
+                # The core retires our dead{From: us} broadcast when it *hands out* its last
+                # copy; those packets are still in the outgoing channel.  Answer leave() only
+                # once the sender has put them on the wire, or a caller that stops the node
+                # right after leave() would drop its own goodbye.
+                waiters, self._leave_waiters = self._leave_waiters, []
+                flush = _Flush(tuple(waiters), eff)
+                try:
+                    out.send_nowait(flush)
+                except trio.WouldBlock:
+                    for w in waiters:
+                        w.set(eff)
+            elif isinstance(eff, OpenStream):
                 if self._streams_active >= self._sizes.max_streams:
                     self._streams_failed += 1
                     self._local.append(StreamOutcome(eff.stream_id, None, "too many streams"))
@@ -474,9 +502,6 @@ class MembershipNode:
                 waiter.set(eff)
             log.info("join_done", joined=eff.joined, errors=list(eff.errors))
         else:
-            waiters, self._leave_waiters = self._leave_waiters, []
-            for w in waiters:
-                w.set(eff)
             log.info("leave_done", timed_out=eff.timed_out)
 
     def _publish(self, eff: NodeEvent) -> None:
