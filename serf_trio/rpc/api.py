@@ -82,7 +82,7 @@ class KeyResponse:
 
 @dataclass(frozen=True, slots=True)
 class MemberEventRecord:
-    """``member-join`` / ``member-leave`` / ``member-failed`` / ``member-update`` / ``member-reap``."""
+    """A member event: ``member-join``, ``-leave``, ``-failed``, ``-update`` or ``-reap``."""
 
     event: str
     members: tuple[RpcMember, ...]

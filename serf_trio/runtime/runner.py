@@ -5,10 +5,10 @@
 
 It owns: structlog configuration (JSON lines on stderr: event, level, timestamp, node, fields),
 Serf-compatible node metadata (``0xFF`` + a msgpack map of tags, so real Serf agents show our
-tags; SERF.md), the members file (rewritten atomically, temp + rename, whenever the membership
-view changes: ``{"members": [{"name", "addr", "status"}]}`` with Serf's status words), and a
-graceful leave on SIGINT/SIGTERM (a second signal stops at once).  Exit status: 0 after a
-leave, 1 if the initial join failed, 2 for bad arguments.
+tags, as serf.go encodes them), the members file (rewritten atomically, temp + rename, whenever
+the membership view changes: ``{"members": [{"name", "addr", "status"}]}`` with Serf's status
+words), and a graceful leave on SIGINT/SIGTERM (a second signal stops at once). Exit status: 0
+after a leave, 1 if the initial join failed, 2 for bad arguments.
 """
 
 from __future__ import annotations

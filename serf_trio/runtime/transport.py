@@ -1,8 +1,8 @@
 """The network edge of a membership node: UDP packets and TCP streams on one address.
 
-memberlist uses one port for both protocols (WIRE.md 2): UDP carries packets (one message or a
-compound per datagram), TCP carries streams (one request and at most one reply per connection,
-then close).  This module owns
+memberlist uses one port for both protocols (memberlist net_transport.go): UDP carries packets
+(one message or a compound per datagram), TCP carries streams (one request and at most one reply
+per connection, then close). This module owns
 
 * ``Transport``: the abstract interface the driver talks to, so that the in-memory network
   (``serf_trio.testing.memnet``) can replace real sockets in tests;
@@ -37,7 +37,7 @@ from serf_trio.wire.codec import DecodeError
 from serf_trio.wire.messages import Err, MessageType
 from serf_trio.wire.stream import StreamParser, encode_stream_message
 
-# memberlist's UDP reader allocates 64 KiB per datagram (WIRE.md 2).
+# memberlist's UDP reader allocates 64 KiB per datagram (memberlist net_transport.go).
 MAX_DATAGRAM = 65536
 # memberlist asks for a 2 MiB receive buffer so bursts of gossip are not dropped by the kernel.
 UDP_RECV_BUFFER = 2 * 1024 * 1024
@@ -112,7 +112,7 @@ class StreamReader(Protocol):
 
 
 class WireCrypto(Protocol):
-    """Where a keyring encrypts and decrypts (WIRE.md 7).  Plaintext is the only one today."""
+    """Where a keyring encrypts and decrypts (memberlist security.go); plaintext only today."""
 
     def seal_packet(self, data: bytes) -> bytes: ...
 
@@ -211,7 +211,7 @@ async def read_stream_message(stream: trio.abc.ReceiveStream, reader: StreamRead
 
 
 def _error_reply(exc: DecodeError, first_byte: int | None, crypto: WireCrypto) -> bytes | None:
-    """memberlist answers first-stage read failures with an err message (WIRE.md 8.5)."""
+    """memberlist answers first-stage read failures with an err message (net.go handleConn)."""
     if first_byte in (MessageType.ENCRYPT, MessageType.COMPRESS):
         return crypto.seal_stream(encode_stream_message(Err(str(exc)), compress=True))
     return None

@@ -1,6 +1,6 @@
 """The transmit-limited broadcast queue (memberlist ``queue.go`` ``TransmitLimitedQueue``).
 
-Rules (WIRE.md 12.3):
+Rules (memberlist queue.go, broadcast.go):
 
 * each broadcast is sent at most ``retransmit_limit(retransmit_mult, n)`` times, ``n`` read at
   send time;

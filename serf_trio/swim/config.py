@@ -1,8 +1,8 @@
 """Timing and sizing knobs of the membership core, with memberlist's three profiles.
 
 Every field documents its effect and the trade-off; the values are memberlist 0.2.2's
-``DefaultLANConfig`` / ``DefaultWANConfig`` / ``DefaultLocalConfig`` (WIRE.md 11).  The formulas
-that turn them into timeouts live in ``formulas.py``.
+``DefaultLANConfig`` / ``DefaultWANConfig`` / ``DefaultLocalConfig`` (memberlist
+config.go).  The formulas that turn them into timeouts live in ``formulas.py``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Scaling formulas of the membership core (memberlist ``util.go`` / ``suspicion.go``).
 
-Pure functions of the cluster size and the configured multipliers.  Every constant here is a
-protocol fact (WIRE.md 12); the table tests in ``tests/swim/test_formulas.py`` carry
-memberlist's own cases.  Times are float seconds; where memberlist rounds a ``time.Duration``
-we round the same way so timeouts match the real agent to the millisecond.
+Pure functions of the cluster size and the configured multipliers. Every constant here is a
+protocol fact (memberlist util.go, suspicion.go, awareness.go); the table tests in
+``tests/swim/test_swim_formulas.py`` carry memberlist's own cases. Times are float seconds;
+where memberlist rounds a ``time.Duration`` we round the same way so timeouts match the real
+agent to the millisecond.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The member table: every known node, the probe round-robin and random peer selection.
 
-Rules owned here (memberlist ``state.go``, WIRE.md 12.1):
+Rules owned here (memberlist ``state.go``):
 
 * a new node is inserted at a random position of the probe list (memberlist swaps it with a
   random slot), so failure-detection time stays uniform;

@@ -1,9 +1,10 @@
 """``Memberlist``: the sans-IO SWIM + Lifeguard state machine (memberlist 0.2.2 semantics).
 
 This module owns the *behaviour* of one member: probe rounds with indirect probes, nacks and
-the TCP fallback ping (WIRE.md 12.1), suspicion with confirmations (12.2), gossip and
-piggy-backing (12.3), push/pull anti-entropy and join (8.2, 12.4, 12.6), the incarnation rules
-for alive/suspect/dead (12.5) and graceful leave.  Scaling math is in ``formulas``, the member
+the TCP fallback ping (memberlist state.go probeNode), suspicion with confirmations
+(suspicion.go), gossip and piggy-backing (queue.go), push/pull anti-entropy and join, the
+incarnation rules for alive/suspect/dead (state.go aliveNode/suspectNode/deadNode) and graceful
+leave.  Scaling math is in ``formulas``, the member
 table in ``members``, the broadcast queue in ``broadcast``, the suspicion record in
 ``suspicion`` and local health in ``awareness``.
 
@@ -70,7 +71,7 @@ USER_MSG_OVERHEAD = 1  # the 08 type byte in front of a delegate message
 MAX_SEQ = 0xFFFF_FFFF
 
 # Errors from the first reading stage of a stream (encryption / compression wrapper / size):
-# memberlist answers these with an err message (WIRE.md 8.5); body errors get no reply.
+# memberlist answers these with an err message (net.go handleConn); body errors get no reply.
 _FRAMING_ERRORS = (
     "stream: bad compress wrapper",
     "compress:",
@@ -341,7 +342,7 @@ class Memberlist:
     def _event(self, kind: MemberEventKind, rec: NodeRecord) -> None:
         self._out.append(MemberEvent(kind, rec.info()))
 
-    # ------------------------------------------------------------------ probe (WIRE.md 12.1)
+    # ------------------------------------------------------------------ probe (memberlist state.go)
 
     def probe(self, now: float) -> list[Effect]:
         self._out = []
@@ -485,7 +486,7 @@ class Memberlist:
         if relay is not None and relay.nack:
             self._send_msg(relay.requester, Nack(relay.seq))
 
-    # ------------------------------------------------------------------ gossip (WIRE.md 12.3)
+    # ---------------------------------------------------------------- gossip (memberlist state.go)
 
     def gossip(self, now: float) -> list[Effect]:
         self._out = []
@@ -508,7 +509,7 @@ class Memberlist:
             self._send_raw(peer.addr, msgs, crc=peer.pmax >= 5)
         return self._finish()
 
-    # ------------------------------------------------------------------ packets (WIRE.md 2.1, 13)
+    # ------------------------------------------------------------------ packets (memberlist net.go)
 
     def handle_packet(self, now: float, src: Address, data: bytes) -> list[Effect]:
         self._out = []

@@ -1,4 +1,4 @@
-"""Push/pull state exchange rules (memberlist ``mergeState`` / ``verifyProtocol``, WIRE.md 8.2, 10).
+"""Push/pull state exchange rules (memberlist state.go ``mergeState`` / ``verifyProtocol``).
 
 Pure functions over node states, so the merge rules can be tested without a running node:
 
@@ -47,7 +47,7 @@ def verify_protocol(remote: Sequence[PushNodeState], local: Iterable[NodeRecord]
         maxdmin, mindmax = max(maxdmin, v[3]), min(mindmax, v[4])
     everyone = [(n.name, n.vsn) for n in remote] + [(r.name, r.vsn) for r in local_list]
     for name, v in everyone:
-        # A node state without Vsn counts as version 0 and therefore fails (WIRE.md 10).
+        # A node state without Vsn counts as version 0 and fails (memberlist verifyProtocol).
         pcur, dcur = (v[2], v[5]) if len(v) >= 6 else (0, 0)
         if pcur < maxpmin or pcur > minpmax:
             # Go formats the []uint8 window as "[a b]".

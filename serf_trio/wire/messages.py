@@ -5,7 +5,7 @@ is the wire format, memberlist ``net.go``), the node-state numbers, and a record
 with the exact Go field names it maps to.  Encoding and decoding live in ``codec.py``; this
 module has no msgpack knowledge beyond the field-name tables.
 
-Field conventions (WIRE.md 1.1, 3.1):
+Field conventions (memberlist net.go structs as go-msgpack 0.5.5 writes them):
 
 * node names and error texts are ``str``; addresses, metadata and payloads are ``bytes``;
 * an IP address is its packed form (4 bytes for IPv4, 16 for IPv6);
@@ -128,7 +128,7 @@ class UserMsg:
     """type 8: an opaque delegate (Serf) message.
 
     On UDP the payload runs to the end of the packet or compound part; on a stream it is
-    framed as ``{"UserMsgLen": n}`` followed by n bytes (WIRE.md 8.4).
+    framed as ``{"UserMsgLen": n}`` followed by n bytes (memberlist net.go readUserMsg).
     """
 
     payload: bytes
@@ -156,7 +156,7 @@ class PushNodeState:
 
 @dataclass(frozen=True, slots=True)
 class PushPull:
-    """type 6: push/pull header + node states + opaque user state (WIRE.md 8.2)."""
+    """type 6: push/pull header + node states + opaque user state (net.go sendLocalState)."""
 
     join: bool
     nodes: tuple[PushNodeState, ...]

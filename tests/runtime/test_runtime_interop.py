@@ -196,7 +196,7 @@ def test_real_agent_joins_our_node_and_detects_its_crash(procs: Procs) -> None:
 def test_sigterm_is_a_memberlist_leave_not_a_detected_failure(procs: Procs) -> None:
     """SIGTERM -> dead{From: self} is broadcast; the real agent drops us without suspecting.
 
-    Real Serf only shows ``left`` after a Serf *leave intent* (SERF.md 6), which is the Serf
+    Real Serf only shows ``left`` after a Serf *leave intent* (serf.go Leave), which is the Serf
     layer's job (not this runtime's); a bare memberlist leave shows as ``failed`` at once,
     without the suspicion that a crash goes through.
     """

@@ -127,7 +127,7 @@ def test_encrypted_stream_to_plain_node_gets_memberlist_error() -> None:
         send, _recv = trio.open_memory_channel[Datagram](1)
         async with trio.open_nursery() as nursery:
             addr: Address = await nursery.start(srv.serve, send, _echo_ack)
-            # type 10 = encrypted stream frame (WIRE.md 7.3)
+            # type 10 = encrypted stream frame (memberlist security.go)
             frame = b"\x0a\x00\x00\x00\x20" + b"\x01" + bytes(31)
             stream = await trio.open_tcp_stream(addr.host, addr.port)
             async with stream:

@@ -1,5 +1,5 @@
 """Table tests for the scaling formulas; the cases are memberlist's own (util_test.go,
-suspicion_test.go, awareness_test.go) plus the captured LAN numbers of WIRE.md 12."""
+suspicion_test.go, awareness_test.go) plus the LAN numbers seen in captures of the real agent."""
 
 from __future__ import annotations
 

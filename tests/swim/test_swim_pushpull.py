@@ -1,4 +1,4 @@
-"""Push/pull merge rules: version verification and state-to-message mapping (WIRE.md 8.2, 10)."""
+"""Push/pull merge rules: version verification and the state-to-message mapping."""
 
 from __future__ import annotations
 
