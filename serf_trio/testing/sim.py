@@ -1,0 +1,638 @@
+"""A deterministic discrete-event simulator that drives many sans-IO membership cores.
+
+No trio, no sockets, no wall clock: the simulator owns a heap of ``(time, seq, kind, ...)``
+events (``seq`` is a global counter, so ties break by scheduling order and a seed replays to the
+same trace), and plays the *driver* role of ``swim.api`` for every node:
+
+* periodic rounds – ``probe`` every ``probe_interval``, ``gossip`` every ``gossip_interval``,
+  ``push_pull`` every ``push_pull_period()`` (re-read each round, it grows with the cluster),
+  each starting after a seeded random stagger in ``[0, interval)``, as memberlist does;
+* internal timers – after *every* call into a core the simulator re-reads ``next_deadline()``
+  and, if it changed, schedules a ``tick`` for it.  Each node has a timer *generation*; a
+  reschedule bumps it, so superseded heap entries are skipped in O(1) when popped instead of
+  being searched for and removed;
+* datagrams – each ``SendPacket`` goes through the ``NetModel`` (latency, loss, duplication,
+  partitions, dead hosts, starved receivers) and becomes zero, one or two delivery events;
+* streams – an ``OpenStream`` becomes a request delivered to the target's ``handle_stream``
+  after a connect + one-way latency, and its reply delivered back after another latency; every
+  failure (refused, reset, closed without reply, partition, ``timeout``) ends in
+  ``stream_result(None, error)``; whichever of reply, failure and timeout comes first wins;
+* commands – join, crash (the process stops, its address becomes a dead host), graceful
+  leave (the node stops once its ``LeaveDone`` arrives), restart (a fresh core, incarnation 1,
+  same name and address).
+
+Nodes live on loopback *labels* ``127.0.X.Y:7946``; nothing is ever sent.  The simulator records
+a trace of ``(time, node, summary)`` for member events, notices, violations and command results
+(``same seed => same trace``), and offers queries for assertions: views, convergence, the time
+at which every survivor saw a node dead, and false dead declarations.
+
+The default config disables compression: the pure-Python LZW codec costs far more than the
+rest of a message's handling, and it changes nothing the simulator is meant to observe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Protocol
+
+from ..swim.api import (
+    Address,
+    Effect,
+    JoinDone,
+    LeaveDone,
+    MemberEvent,
+    MemberEventKind,
+    MemberInfo,
+    Notice,
+    OpenStream,
+    SendPacket,
+    State,
+    Violation,
+)
+from ..swim.config import LAN, SwimConfig
+from .netmodel import CONNECTION_REFUSED, LinkProfile, NetModel
+
+PORT = 7946
+STREAM_TIMEOUT_ERROR = "i/o timeout"
+STREAM_EOF_ERROR = "EOF"
+STREAM_RESET_ERROR = "connection reset by peer"
+SIM_CONFIG = dataclasses.replace(LAN, enable_compression=False)
+
+
+class CoreProtocol(Protocol):
+    """The part of ``swim.node.Memberlist`` the simulator drives (see ``swim.api``)."""
+
+    def probe(self, now: float) -> list[Effect]: ...
+    def gossip(self, now: float) -> list[Effect]: ...
+    def push_pull(self, now: float) -> list[Effect]: ...
+    def push_pull_period(self) -> float: ...
+    def next_deadline(self) -> float | None: ...
+    def tick(self, now: float) -> list[Effect]: ...
+    def handle_packet(self, now: float, src: Address, data: bytes) -> list[Effect]: ...
+    def handle_stream(self, now: float, data: bytes) -> tuple[bytes | None, list[Effect]]: ...
+    def stream_result(
+        self, now: float, stream_id: int, reply: bytes | None, error: str = ""
+    ) -> list[Effect]: ...
+    def join(self, now: float, seeds: Sequence[Address]) -> tuple[int, list[Effect]]: ...
+    def leave(self, now: float, timeout: float) -> list[Effect]: ...
+    def members(self) -> list[MemberInfo]: ...
+    def member(self, name: str) -> MemberInfo | None: ...
+    def num_alive(self) -> int: ...
+
+
+# (config, name, addr, rng, now) -> core
+CoreFactory = Callable[[SwimConfig, str, Address, random.Random, float], CoreProtocol]
+
+
+def memberlist_factory(
+    config: SwimConfig, name: str, addr: Address, rng: random.Random, now: float
+) -> CoreProtocol:
+    """Build the real core (imported lazily so the engine can be tested without it)."""
+    from ..swim.node import Memberlist
+
+    return Memberlist(config, name, addr, rng=rng, now=now)
+
+
+def sim_address(index: int) -> Address:
+    """The loopback label of node ``index``: 127.0.X.Y with Y in 1..254."""
+    x, y = divmod(index, 254)
+    if x > 255:
+        raise ValueError("at most 65,024 simulated nodes")
+    return Address(f"127.0.{x}.{y + 1}", PORT)
+
+
+class NodeStatus(Enum):
+    RUNNING = "running"
+    LEAVING = "leaving"  # leave() called, LeaveDone not yet seen: still runs
+    LEFT = "left"  # stopped after a graceful leave
+    CRASHED = "crashed"
+
+    @property
+    def up(self) -> bool:
+        return self in (NodeStatus.RUNNING, NodeStatus.LEAVING)
+
+
+class SimNode:
+    """One simulated process: a core plus the simulator's bookkeeping about it."""
+
+    __slots__ = (
+        "addr",
+        "config",
+        "core",
+        "epoch",
+        "index",
+        "name",
+        "status",
+        "timer_at",
+        "timer_gen",
+    )
+
+    def __init__(
+        self, index: int, name: str, addr: Address, config: SwimConfig, core: CoreProtocol
+    ) -> None:
+        self.index = index
+        self.name = name
+        self.addr = addr
+        self.config = config
+        self.core = core
+        self.status = NodeStatus.RUNNING
+        self.epoch = 0  # bumped by crash/leave/restart: events of an older life are dropped
+        self.timer_at: float | None = None
+        self.timer_gen = 0
+
+    def __repr__(self) -> str:
+        return f"SimNode({self.name}, {self.addr}, {self.status.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDeclaration:
+    """A ``declared_dead`` notice: ``by`` declared ``node`` dead; ``false`` if it was up.
+
+    ``stale`` means the declared incarnation is older than the one the node itself holds:
+    every node that already saw the refutation ignores such a ``dead`` message.
+    """
+
+    time: float
+    by: str
+    node: str
+    false: bool
+    stale: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SimStats:
+    events: int
+    packets_sent: int
+    packets_delivered: int
+    packets_lost: int  # vanished in the network (loss, cut, dead or unknown host)
+    streams_opened: int
+    streams_failed: int
+    ticks: int
+    stale_timer_entries: int
+
+
+# Event kinds (the third field of a heap entry).
+_CALL, _PROBE, _GOSSIP, _PUSHPULL, _TIMER, _PACKET, _STREAM_REQ, _STREAM_DONE = range(8)
+_MAX_SAME_TIME_TICKS = 1000
+
+TraceEntry = tuple[float, str, str]
+
+
+class Simulator:
+    """Discrete-event driver of many cores over a ``NetModel``."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        config: SwimConfig = SIM_CONFIG,
+        link: LinkProfile | None = None,
+        net: NetModel | None = None,
+        core_factory: CoreFactory = memberlist_factory,
+        record_trace: bool = True,
+        start: float = 0.0,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(f"sim/{seed}")
+        self.net = net if net is not None else NetModel(f"net/{seed}", link or LinkProfile())
+        self.config = config
+        self.core_factory = core_factory
+        self.record_trace = record_trace
+        self.now = start
+        self.nodes: dict[str, SimNode] = {}
+        self._by_addr: dict[Address, SimNode] = {}
+        self._heap: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self._pending_streams: dict[tuple[int, int], int] = {}  # (node index, id) -> epoch
+        self.trace: list[TraceEntry] = []
+        self.notices: Counter[str] = Counter()
+        self.dead_declarations: list[DeadDeclaration] = []
+        self.join_results: dict[str, list[JoinDone]] = {}
+        # subject -> observer -> time of the observer's latest "subject is DEAD" event
+        self._dead_seen: dict[str, dict[str, float]] = {}
+        self._events = 0
+        self._packets_sent = 0
+        self._packets_delivered = 0
+        self._packets_lost = 0
+        self._streams_opened = 0
+        self._streams_failed = 0
+        self._ticks = 0
+        self._stale = 0
+        self._same_time_ticks = 0
+        self._last_tick_time = -1.0
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _push(self, t: float, kind: int, *args: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, *args))
+
+    def at(self, t: float, fn: Callable[[Simulator], None]) -> None:
+        """Run ``fn(sim)`` at simulated time ``t`` (scenario scripting)."""
+        self._push(max(t, self.now), _CALL, fn)
+
+    def _start_rounds(self, node: SimNode) -> None:
+        cfg = node.config
+        rng = self.rng
+        self._push(self.now + rng.uniform(0, cfg.probe_interval), _PROBE, node, node.epoch)
+        self._push(self.now + rng.uniform(0, cfg.gossip_interval), _GOSSIP, node, node.epoch)
+        period = node.core.push_pull_period()
+        if period > 0:
+            self._push(self.now + rng.uniform(0, period), _PUSHPULL, node, node.epoch)
+
+    def _reschedule_timer(self, node: SimNode) -> None:
+        deadline = node.core.next_deadline()
+        if deadline == node.timer_at:
+            return
+        node.timer_gen += 1
+        node.timer_at = deadline
+        if deadline is not None:
+            self._push(max(deadline, self.now), _TIMER, node, node.timer_gen)
+
+    # -- nodes and commands ----------------------------------------------------------------
+
+    def _new_core(self, name: str, addr: Address, config: SwimConfig) -> CoreProtocol:
+        core_rng = random.Random(self.rng.getrandbits(64))
+        return self.core_factory(config, name, addr, core_rng, self.now)
+
+    def add_node(self, name: str | None = None, *, config: SwimConfig | None = None) -> SimNode:
+        """Start a new node (not joined to anyone) at the current time."""
+        index = len(self.nodes)
+        name = name if name is not None else f"n{index}"
+        if name in self.nodes:
+            raise ValueError(f"duplicate node name {name!r}")
+        addr = sim_address(index)
+        cfg = config if config is not None else self.config
+        node = SimNode(index, name, addr, cfg, self._new_core(name, addr, cfg))
+        self.nodes[name] = node
+        self._by_addr[addr] = node
+        self.net.revive(addr)
+        self._start_rounds(node)
+        self._reschedule_timer(node)
+        return node
+
+    def add_nodes(self, count: int, *, config: SwimConfig | None = None) -> list[SimNode]:
+        return [self.add_node(config=config) for _ in range(count)]
+
+    def join(self, name: str, seeds: Sequence[str]) -> int:
+        """``name`` joins through the named seed nodes now; returns the core's request id."""
+        node = self.nodes[name]
+        addrs = [self.nodes[s].addr for s in seeds]
+        self._record(node.name, "cmd join " + ",".join(seeds))
+        request_id, effects = node.core.join(self.now, addrs)
+        self._apply(node, effects)
+        return request_id
+
+    def crash(self, name: str) -> None:
+        """Stop ``name`` abruptly: no more events, its address becomes a dead host."""
+        node = self.nodes[name]
+        self._stop(node, NodeStatus.CRASHED)
+        self._record(name, "cmd crash")
+
+    def leave(self, name: str, timeout: float = 5.0) -> None:
+        """Graceful leave; the node stops when its ``LeaveDone`` effect arrives."""
+        node = self.nodes[name]
+        node.status = NodeStatus.LEAVING
+        self._record(name, "cmd leave")
+        self._apply(node, node.core.leave(self.now, timeout))
+
+    def restart(self, name: str, seeds: Sequence[str] = ()) -> None:
+        """Start a fresh core (incarnation 1) for a stopped node, optionally joining ``seeds``."""
+        node = self.nodes[name]
+        if node.status.up:
+            self._stop(node, NodeStatus.CRASHED)
+        node.epoch += 1
+        node.status = NodeStatus.RUNNING
+        node.core = self._new_core(node.name, node.addr, node.config)
+        node.timer_at = None
+        self.net.revive(node.addr)
+        self._record(name, "cmd restart")
+        self._start_rounds(node)
+        self._reschedule_timer(node)
+        if seeds:
+            self.join(name, seeds)
+
+    def _stop(self, node: SimNode, status: NodeStatus) -> None:
+        node.status = status
+        node.epoch += 1
+        node.timer_gen += 1
+        node.timer_at = None
+        self.net.kill(node.addr)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_until(self, t: float) -> None:
+        """Process every event due at or before ``t``; afterwards ``now == t``."""
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            ev = heapq.heappop(heap)
+            self.now = ev[0]
+            self._events += 1
+            self._dispatch(ev)
+        self.now = max(self.now, t)
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until_condition(
+        self, pred: Callable[[Simulator], bool], limit: float, *, step: float = 0.1
+    ) -> float | None:
+        """Run until ``pred(sim)`` holds (checked every ``step`` simulated seconds) or ``limit``.
+
+        Returns the (step-resolution) time at which it first held, or ``None`` at the limit.
+        """
+        if pred(self):
+            return self.now
+        while self.now < limit:
+            self.run_until(min(self.now + step, limit))
+            if pred(self):
+                return self.now
+        return None
+
+    def _dispatch(self, ev: tuple[Any, ...]) -> None:
+        kind = ev[2]
+        now = self.now
+        if kind == _PACKET:
+            node, src, data = ev[3], ev[4], ev[5]
+            if node.status.up:
+                self._packets_delivered += 1
+                self._apply(node, node.core.handle_packet(now, src, data))
+        elif kind == _TIMER:
+            node, gen = ev[3], ev[4]
+            if gen != node.timer_gen or not node.status.up:
+                self._stale += 1
+                return
+            if now == self._last_tick_time:
+                self._same_time_ticks += 1
+                if self._same_time_ticks > _MAX_SAME_TIME_TICKS:
+                    raise RuntimeError(f"{node.name}: next_deadline() does not advance past {now}")
+            else:
+                self._last_tick_time = now
+                self._same_time_ticks = 0
+            node.timer_at = None
+            self._ticks += 1
+            self._apply(node, node.core.tick(now))
+        elif kind == _GOSSIP:
+            node, epoch = ev[3], ev[4]
+            if epoch == node.epoch and node.status.up:
+                self._push(now + node.config.gossip_interval, _GOSSIP, node, epoch)
+                self._apply(node, node.core.gossip(now))
+        elif kind == _PROBE:
+            node, epoch = ev[3], ev[4]
+            if epoch == node.epoch and node.status.up:
+                self._push(now + node.config.probe_interval, _PROBE, node, epoch)
+                self._apply(node, node.core.probe(now))
+        elif kind == _PUSHPULL:
+            node, epoch = ev[3], ev[4]
+            if epoch == node.epoch and node.status.up:
+                period = node.core.push_pull_period()
+                if period > 0:
+                    self._push(now + period, _PUSHPULL, node, epoch)
+                self._apply(node, node.core.push_pull(now))
+        elif kind == _STREAM_REQ:
+            self._stream_request(ev[3], ev[4], ev[5], ev[6], ev[7], ev[8])
+        elif kind == _STREAM_DONE:
+            node, epoch, stream_id, reply, error = ev[3], ev[4], ev[5], ev[6], ev[7]
+            if self._pending_streams.get((node.index, stream_id)) != epoch:
+                return  # already resolved, or a previous life's stream
+            del self._pending_streams[(node.index, stream_id)]
+            if epoch != node.epoch or not node.status.up:
+                return
+            if reply is None:
+                self._streams_failed += 1
+            self._apply(node, node.core.stream_result(now, stream_id, reply, error))
+        elif kind == _CALL:
+            ev[3](self)
+        else:  # pragma: no cover - kinds are closed
+            raise AssertionError(kind)
+
+    # -- effects ---------------------------------------------------------------------------
+
+    def _apply(self, node: SimNode, effects: list[Effect]) -> None:
+        now = self.now
+        for eff in effects:
+            t = type(eff)
+            if t is SendPacket:
+                assert isinstance(eff, SendPacket)
+                self._packets_sent += 1
+                target = self._by_addr.get(eff.addr)
+                times = self.net.packet(now, node.addr, eff.addr) if target is not None else []
+                if not times:
+                    self._packets_lost += 1
+                for at in times:
+                    self._push(at, _PACKET, target, node.addr, eff.data)
+            elif t is OpenStream:
+                assert isinstance(eff, OpenStream)
+                self._open_stream(node, eff)
+            elif t is MemberEvent:
+                assert isinstance(eff, MemberEvent)
+                self._member_event(node, eff)
+            elif t is Notice:
+                assert isinstance(eff, Notice)
+                self._notice(node, eff)
+            elif t is JoinDone:
+                assert isinstance(eff, JoinDone)
+                self.join_results.setdefault(node.name, []).append(eff)
+                self._record(node.name, f"join_done {eff.joined} {'|'.join(eff.errors)}")
+            elif t is LeaveDone:
+                assert isinstance(eff, LeaveDone)
+                self._record(node.name, f"leave_done timed_out={eff.timed_out}")
+                if node.status is NodeStatus.LEAVING:
+                    self._stop(node, NodeStatus.LEFT)
+            elif t is Violation:
+                assert isinstance(eff, Violation)
+                self.notices["violation"] += 1
+                self._record(node.name, f"violation {eff.source} {eff.reason}")
+        if node.status.up:
+            self._reschedule_timer(node)
+
+    def _member_event(self, node: SimNode, ev: MemberEvent) -> None:
+        m = ev.member
+        if ev.kind is MemberEventKind.LEAVE and m.state is State.DEAD:
+            self._dead_seen.setdefault(m.name, {})[node.name] = self.now
+        elif ev.kind is MemberEventKind.JOIN:
+            seen = self._dead_seen.get(m.name)
+            if seen is not None:
+                seen.pop(node.name, None)
+        if self.record_trace:
+            self._record(
+                node.name, f"{ev.kind.value} {m.name} {m.state.name.lower()} {m.incarnation}"
+            )
+
+    def _notice(self, node: SimNode, n: Notice) -> None:
+        self.notices[n.event] += 1
+        if n.event == "declared_dead":
+            about = str(n.fields.get("node"))
+            subject = self.nodes.get(about)
+            false = subject is not None and subject.status.up
+            stale = False
+            inc = n.fields.get("incarnation")
+            if false and subject is not None and isinstance(inc, int):
+                own = subject.core.member(subject.name)
+                stale = own is not None and inc < own.incarnation
+            self.dead_declarations.append(DeadDeclaration(self.now, node.name, about, false, stale))
+        if self.record_trace:
+            fields = " ".join(f"{k}={n.fields[k]}" for k in sorted(n.fields))
+            self._record(node.name, f"notice {n.event} {fields}")
+
+    def _record(self, node: str, summary: str) -> None:
+        if self.record_trace:
+            self.trace.append((self.now, node, summary))
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def _open_stream(self, node: SimNode, op: OpenStream) -> None:
+        now = self.now
+        self._streams_opened += 1
+        self._pending_streams[(node.index, op.stream_id)] = node.epoch
+        self._push(
+            now + op.timeout,
+            _STREAM_DONE,
+            node,
+            node.epoch,
+            op.stream_id,
+            None,
+            STREAM_TIMEOUT_ERROR,
+        )
+        target = self._by_addr.get(op.addr)
+        if target is None:
+            # Nobody listens there: the host answers the SYN with a reset.
+            rtt = self.net.latency(node.addr, op.addr) + self.net.latency(op.addr, node.addr)
+            self._push(
+                now + rtt, _STREAM_DONE, node, node.epoch, op.stream_id, None, CONNECTION_REFUSED
+            )
+            return
+        decision = self.net.stream_connect(now, node.addr, op.addr)
+        if decision.fail_at is not None:
+            self._push(
+                decision.fail_at,
+                _STREAM_DONE,
+                node,
+                node.epoch,
+                op.stream_id,
+                None,
+                decision.error,
+            )
+        if decision.handle_at is not None:
+            self._push(
+                decision.handle_at,
+                _STREAM_REQ,
+                target,
+                node,
+                node.epoch,
+                op.stream_id,
+                op.data,
+                op.expect_reply,
+            )
+            if not op.expect_reply and decision.connected_at is not None:
+                # Nothing to read back: the exchange is over once the bytes are written.
+                self._push(
+                    decision.connected_at, _STREAM_DONE, node, node.epoch, op.stream_id, b"", ""
+                )
+
+    def _stream_request(
+        self,
+        target: SimNode,
+        initiator: SimNode,
+        epoch: int,
+        stream_id: int,
+        data: bytes,
+        expect_reply: bool,
+    ) -> None:
+        now = self.now
+        if not target.status.up:
+            if expect_reply:
+                back = self.net.stream_reply(now, target.addr, initiator.addr)
+                if back is not None:
+                    self._push(
+                        back, _STREAM_DONE, initiator, epoch, stream_id, None, STREAM_RESET_ERROR
+                    )
+            return
+        reply, effects = target.core.handle_stream(now, data)
+        self._apply(target, effects)
+        if not expect_reply:
+            return
+        back = self.net.stream_reply(now, target.addr, initiator.addr)
+        if back is None:
+            return  # lost across a cut: the initiator's timeout fires
+        if reply is None:
+            self._push(back, _STREAM_DONE, initiator, epoch, stream_id, None, STREAM_EOF_ERROR)
+        else:
+            self._push(back, _STREAM_DONE, initiator, epoch, stream_id, reply, "")
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def up_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.status.up]
+
+    def view(self, name: str) -> dict[str, State]:
+        """``name``'s current member table: {member name: state}."""
+        return {m.name: m.state for m in self.nodes[name].core.members()}
+
+    def all_alive_converged(self) -> bool:
+        """Every running node sees exactly the running nodes as alive."""
+        up = [n for n in self.nodes.values() if n.status is NodeStatus.RUNNING]
+        count = len(up)
+        if any(n.core.num_alive() != count for n in up):
+            return False
+        for n in up:
+            core = n.core
+            for other in up:
+                m = core.member(other.name)
+                if m is None or m.state is not State.ALIVE:
+                    return False
+        return True
+
+    def all_see(self, subject: str, states: Sequence[State]) -> bool:
+        """Every up node other than ``subject`` has it in one of ``states`` (or forgot it)."""
+        for n in self.nodes.values():
+            if n.status.up and n.name != subject:
+                m = n.core.member(subject)
+                if m is not None and m.state not in states:
+                    return False
+        return True
+
+    def dead_seen_at(self, subject: str) -> float | None:
+        """When the last up node (other than ``subject``) saw ``subject`` become DEAD.
+
+        ``None`` if some up node has not seen it dead (or has seen it come back since).
+        """
+        seen = self._dead_seen.get(subject, {})
+        latest = 0.0
+        for n in self.nodes.values():
+            if n.status.up and n.name != subject:
+                t = seen.get(n.name)
+                if t is None:
+                    return None
+                latest = max(latest, t)
+        return latest
+
+    def false_dead(self) -> list[DeadDeclaration]:
+        """``declared_dead`` notices about nodes that were up at the time."""
+        return [d for d in self.dead_declarations if d.false]
+
+    def statistics(self) -> SimStats:
+        return SimStats(
+            events=self._events,
+            packets_sent=self._packets_sent,
+            packets_delivered=self._packets_delivered,
+            packets_lost=self._packets_lost,
+            streams_opened=self._streams_opened,
+            streams_failed=self._streams_failed,
+            ticks=self._ticks,
+            stale_timer_entries=self._stale,
+        )
+
+    def trace_digest(self) -> str:
+        """A short fingerprint of the trace (for same-seed comparisons across processes)."""
+        h = hashlib.sha256()
+        for t, node, summary in self.trace:
+            h.update(f"{t:.9f} {node} {summary}\n".encode())
+        return h.hexdigest()
