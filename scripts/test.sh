@@ -6,12 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v serf >/dev/null 2>&1; then
-  # The interop tier needs the real agent (Debian's package).
+# Debian packages: serf (the reference agent for interop tests) and systemd (systemd-analyze
+# verifies the unit file).
+need=""
+command -v serf >/dev/null 2>&1 || need="$need serf"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+if [ -n "$need" ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq serf >/dev/null
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq $need >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
