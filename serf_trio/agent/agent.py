@@ -1,0 +1,532 @@
+"""The agent process: one membership node, the RPC server, signals and sd_notify in one nursery.
+
+``Agent`` implements ``serf_trio.rpc.api.AgentAPI`` over a ``MembershipNode`` whose metadata is
+the Serf tag encoding of the agent's tags.  Rules it owns:
+
+* **Lifecycle**: bind the node, start RPC listeners, do the start join (a failed start join is
+  fatal, as in Serf), then ``READY=1``; ``retry_join`` keeps trying in the background
+  (``retry_interval``, at most ``retry_max`` attempts, 0 = forever).
+* **Signals**: SIGINT leaves gracefully (unless ``skip_leave_on_interrupt``), SIGTERM leaves only
+  with ``leave_on_terminate``; both then exit 0.  A second SIGINT/SIGTERM during the leave stops
+  at once.  SIGHUP re-reads the same config sources and applies log level, event handlers and
+  tags without leaving (``RELOADING=1`` ... ``READY=1``); other changed keys are logged as
+  needing a restart.  A bad reload is logged and the running config kept.
+* **Files**: the tags file is read at start and rewritten atomically (temp, fsync, rename) off
+  the event loop whenever RPC ``tags`` changes the tags.
+* **Bad input never kills the agent**: RPC methods raise ``AgentError`` with Serf's wording.
+  Serf-layer commands (user events, queries, force-leave, coordinates) answer
+  ``Feature not supported`` until the Serf layer exists; key commands answer as an unencrypted
+  Serf agent does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+import platform
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+import structlog
+import trio
+
+from serf_trio.rpc.api import (
+    NOT_SUPPORTED,
+    AgentError,
+    Coordinate,
+    EventRecord,
+    KeyResponse,
+    MemberEventRecord,
+    QueryParams,
+    QueryRecord,
+    RpcMember,
+)
+from serf_trio.rpc.paths import default_socket_path
+from serf_trio.rpc.server import RpcServer
+from serf_trio.runtime.driver import JoinError, MembershipNode, NotRunningError
+from serf_trio.runtime.transport import UdpTcpTransport
+from serf_trio.serf.tags import TagsTooLarge, decode_tags, encode_tags
+from serf_trio.swim.api import (
+    Address,
+    MemberEvent,
+    MemberEventKind,
+    MemberInfo,
+    NullDelegate,
+    State,
+)
+
+from .config import (
+    AgentConfig,
+    ConfigError,
+    EventFilter,
+    LoadedConfig,
+    load,
+    parse_event_filter,
+)
+from .files import read_tags_file, write_json_atomically
+from .logs import LogSettings, UnknownLevel, monitor_level
+from .notify import Notifier, watchdog_loop
+
+T = TypeVar("T")
+
+EVENT_BUFFER = 512  # per ``stream`` subscriber (RPC.md 4.1), lossy
+SHUTDOWN_GRACE = 0.1  # lets an in-flight RPC reply (``leave``) reach its client
+_RELOADABLE = ("log_level", "event_handlers", "tags")
+
+
+def rpc_member(m: MemberInfo) -> RpcMember:
+    """A ``MemberInfo`` as RPC clients see it (versions from memberlist's vsn bytes)."""
+    v = m.vsn if len(m.vsn) >= 6 else bytes([1, 5, 2, 2, 5, 5])
+    return RpcMember(
+        name=m.name,
+        addr=m.addr.packed(),
+        port=m.addr.port,
+        tags=decode_tags(m.meta),
+        status=m.state.serf_status,
+        protocol_min=v[0],
+        protocol_max=v[1],
+        protocol_cur=v[2],
+        delegate_min=v[3],
+        delegate_max=v[4],
+        delegate_cur=v[5],
+    )
+
+
+def member_event_name(ev: MemberEvent) -> str:
+    if ev.kind is MemberEventKind.JOIN:
+        return "member-join"
+    if ev.kind is MemberEventKind.UPDATE:
+        return "member-update"
+    return "member-leave" if ev.member.state is State.LEFT else "member-failed"
+
+
+def handler_stats(config: AgentConfig) -> dict[str, str]:
+    """Serf's ``event_handlers`` stats section: ``"<event>:<name>": script``."""
+    out: dict[str, str] = {}
+    for h in config.event_handlers:
+        for word in (h.filter.spec or "*").split(","):
+            event, _, name = word.strip().partition(":")
+            out[f"{event}:{name}"] = h.command
+    return out
+
+
+class Subscription(AsyncIterator[T]):
+    """An async iterator over a subscription channel; ``aclose`` (or garbage collection)
+    ends the subscription so that the publisher stops feeding it."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[T], on_close: Callable[[], None]) -> None:
+        self._recv = recv
+        self._on_close = on_close
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self._recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        self._on_close()
+        self._recv.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def __del__(self) -> None:
+        self._recv.close()
+
+
+class Agent:
+    """A running agent (``AgentAPI``); construct, then ``await agent.run()`` for the exit code."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        argv: Sequence[str],
+        *,
+        settings: LogSettings,
+        notifier: Notifier | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.config = loaded.config
+        self._argv = list(argv)
+        self.settings = settings
+        self._log: Any = logger or structlog.get_logger().bind(node=self.config.node_name)
+        self.notifier = notifier if notifier is not None else Notifier(logger=self._log)
+        self._tags = dict(self.config.tags)
+        self._delegate = NullDelegate(encode_tags(self._tags))
+        cfg = self.config
+        self.node = MembershipNode(
+            cfg.swim_config(),
+            cfg.node_name,
+            UdpTcpTransport(
+                cfg.bind, stream_timeout=cfg.swim_config().tcp_timeout, logger=self._log
+            ),
+            advertise=cfg.advertise,
+            delegate=self._delegate,
+            logger=self._log,
+        )
+        self._event_subs: list[tuple[EventFilter, trio.MemorySendChannel[EventRecord]]] = []
+        self._stop = trio.Event()
+        self._stop_leave = False
+        self._stopping = False
+        self._leave_scope: trio.CancelScope | None = None
+        self._tags_lock = trio.Lock()
+        self.exit_code = 0
+        self.events_dropped = 0
+        self.addr: Address | None = None
+
+    # -- AgentAPI ---------------------------------------------------------------------------
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node_name
+
+    @property
+    def rpc_auth(self) -> str:
+        return self.config.rpc_auth
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._tags)
+
+    def members(self) -> list[RpcMember]:
+        return [rpc_member(m) for m in self.node.members()]
+
+    async def join(self, addrs: list[str], replay: bool) -> int:
+        seeds: list[Address] = []
+        errors: list[str] = []
+        for text in addrs:
+            try:
+                seeds.append(self.config.join_addresses([text])[0])
+            except ValueError as exc:
+                errors.append(f"{text}: {exc}")
+        if not seeds:
+            raise AgentError("; ".join(errors) or "no addresses to join")
+        try:
+            n = await self.node.join(seeds)
+        except JoinError as exc:
+            raise AgentError("; ".join([*errors, str(exc)])) from None
+        except NotRunningError as exc:
+            raise AgentError(str(exc)) from None
+        self._log.info("join_requested", addrs=addrs, joined=n, replay=replay)
+        return n
+
+    async def leave(self) -> None:
+        self._log.info("leave_requested", source="rpc")
+        await self._graceful_leave()
+        self._request_stop(leave=False, reason="rpc_leave")
+
+    async def force_leave(self, node: str, prune: bool) -> None:
+        raise AgentError(NOT_SUPPORTED)
+
+    async def set_tags(self, tags: dict[str, str], delete: list[str]) -> None:
+        async with self._tags_lock:
+            new = {k: v for k, v in self._tags.items() if k not in set(delete)}
+            new.update(tags)
+            await self._apply_tags(new, persist=True)
+
+    async def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+        raise AgentError(NOT_SUPPORTED)
+
+    def query(self, params: QueryParams) -> AsyncIterator[QueryRecord]:
+        raise AgentError(NOT_SUPPORTED)
+
+    async def respond(self, token: int, payload: bytes) -> None:
+        raise AgentError(NOT_SUPPORTED)
+
+    def events(self, filter_spec: str) -> AsyncIterator[EventRecord]:
+        try:
+            filt = parse_event_filter(filter_spec)
+        except ValueError:
+            raise AgentError("Invalid event filter") from None
+        send, recv = trio.open_memory_channel[EventRecord](EVENT_BUFFER)
+        # Subscribed now, not at the first ``__anext__``: events right after the RPC reply
+        # must not be lost.  The pump drops subscribers whose receiver is gone.
+        self._event_subs.append((filt, send))
+        return Subscription(recv, send.close)
+
+    def logs(self, level: str) -> AsyncIterator[str]:
+        try:
+            number = monitor_level(level)
+        except UnknownLevel as exc:
+            raise AgentError(str(exc)) from None
+        recv, close = self.settings.hub.open(number)
+        return Subscription(recv, close)
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        core = self.node.statistics().core
+        members = core.members if core else 0
+        return {
+            "agent": {"name": self.node_name},
+            "runtime": {
+                "os": sys.platform,
+                "arch": platform.machine(),
+                "version": platform.python_version(),
+                "cpu_count": str(os.cpu_count() or 1),
+                "max_procs": str(os.cpu_count() or 1),
+            },
+            "serf": {
+                "members": str(members),
+                "failed": str(core.dead if core else 0),
+                "left": str(core.left if core else 0),
+                "health_score": str(core.health_score if core else 0),
+                "encrypted": "false",
+            },
+            "tags": dict(self._tags),
+            "event_handlers": handler_stats(self.config),
+        }
+
+    def get_coordinate(self, node: str) -> Coordinate | None:
+        raise AgentError(NOT_SUPPORTED)
+
+    async def key_operation(self, op: str, key: str) -> KeyResponse:
+        """As an unencrypted Serf cluster answers: every alive node reports it has no keyring."""
+        if op not in ("install", "use", "remove", "list"):
+            raise AgentError(f"unknown key operation {op!r}")
+        if op != "list":
+            try:
+                base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise AgentError(f"illegal base64 data: {exc}") from None
+        text = (
+            "Keyring is empty (encryption not enabled)"
+            if op == "list"
+            else "No keyring to modify (encryption not enabled)"
+        )
+        alive = [m.name for m in self.node.members() if m.state in (State.ALIVE, State.SUSPECT)]
+        n = len(alive)
+        return KeyResponse(
+            keys={} if op == "list" else None,
+            messages={name: text for name in alive},
+            num_nodes=n,
+            num_resp=n,
+            num_err=n,
+            error=f"{n}/{n} nodes reported failure",
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> int:
+        """Run until a leave or signal; returns the process exit code."""
+        cfg = self.config
+        if cfg.tags_file is not None:
+            try:
+                self._tags = await trio.to_thread.run_sync(read_tags_file, cfg.tags_file)
+                self._delegate.meta = encode_tags(self._tags)
+            except (ConfigError, TagsTooLarge) as exc:
+                self._log.error("config_invalid", error=str(exc))
+                return 1
+        if cfg.snapshot_path is not None:
+            self._log.warning("snapshot_not_supported_yet", path=str(cfg.snapshot_path))
+        sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        with trio.open_signal_receiver(*sigs) as signals:
+            async with trio.open_nursery() as nursery:
+                self.addr = await nursery.start(self.node.run)
+                nursery.start_soon(self._pump_events)
+                nursery.start_soon(self._handle_signals, signals)
+                await self._start_rpc(nursery)
+                if cfg.start_join:
+                    try:
+                        n = await self.node.join(cfg.join_addresses(cfg.start_join))
+                        self._log.info("start_join_done", joined=n)
+                    except JoinError as exc:
+                        # Serf: a failed start join stops the agent with an error.
+                        self._log.error("start_join_failed", errors=list(exc.errors))
+                        self.notifier.stopping(status="start join failed")
+                        nursery.cancel_scope.cancel()
+                        return 1
+                if cfg.retry_join:
+                    nursery.start_soon(self._retry_join)
+                self._log.info(
+                    "agent_ready", addr=str(self.addr), profile=cfg.profile, tags=self._tags
+                )
+                self.notifier.ready(status=self._status())
+                nursery.start_soon(self._watchdog)
+                task_status.started(self.addr)
+                await self._stop.wait()
+                if self._stop_leave:
+                    await self._graceful_leave()
+                # Let in-flight RPC replies (e.g. to ``leave``) reach their clients.
+                await trio.sleep(SHUTDOWN_GRACE)
+                nursery.cancel_scope.cancel()
+        self._log.info("agent_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    def _request_stop(self, *, leave: bool, reason: str) -> None:
+        if self._stop.is_set():
+            return
+        self._stop_leave = leave
+        self._log.info("agent_stopping", reason=reason, leave=leave)
+        self.notifier.stopping(status=f"stopping ({reason})")
+        self._stopping = True
+        self._stop.set()
+
+    async def _graceful_leave(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self.notifier.stopping(status="leaving")
+        timeout = self.config.broadcast_timeout
+        with trio.CancelScope() as scope:
+            self._leave_scope = scope
+            scope.deadline = trio.current_time() + timeout + 1.0
+            try:
+                timed_out = await self.node.leave(timeout)
+                self._log.info("left", timed_out=timed_out)
+            except NotRunningError:
+                pass
+        if scope.cancelled_caught:
+            self._log.warning("leave_aborted")
+
+    async def _start_rpc(self, nursery: trio.Nursery) -> None:
+        """Start the RPC server (Unix socket, and TCP only when ``rpc_addr`` is set)."""
+        cfg = self.config
+        path = str(cfg.rpc_socket) if cfg.rpc_socket is not None else default_socket_path()
+        tcp = (cfg.rpc_addr.host, cfg.rpc_addr.port) if cfg.rpc_addr is not None else None
+        server = RpcServer(self, socket_path=path, tcp_addr=tcp, logger=self._log)
+        await nursery.start(server.serve)
+
+    async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            self._log.info("signal_received", signal=name)
+            if signum == signal.SIGHUP:
+                await self.reload()
+            elif self._stop.is_set() or self._stopping:
+                # A second stop signal: give up on the leave and exit now.
+                if self._leave_scope is not None:
+                    self._leave_scope.cancel()
+                self._stop_leave = False
+                self._stop.set()
+            elif signum == signal.SIGINT:
+                self._request_stop(leave=not self.config.skip_leave_on_interrupt, reason=name)
+            else:
+                self._request_stop(leave=self.config.leave_on_terminate, reason=name)
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read config; apply log level, handlers and tags without leaving."""
+        self.notifier.reloading()
+        try:
+            loaded = await trio.to_thread.run_sync(load, self._argv)
+            new = loaded.config
+            tags = new.tags
+            if new.tags_file is not None:
+                tags = await trio.to_thread.run_sync(read_tags_file, new.tags_file)
+        except ConfigError as exc:
+            self._log.error("reload_failed", error=str(exc))
+            self.notifier.ready(status=self._status())
+            return
+        old = self.config
+        changed: list[str] = []
+        if new.log_level != old.log_level:
+            self.settings.level = new.log_level
+            changed.append("log_level")
+        if new.event_handlers != old.event_handlers:
+            changed.append("event_handlers")
+        if tags != self._tags:
+            try:
+                async with self._tags_lock:
+                    await self._apply_tags(dict(tags), persist=False)
+                changed.append("tags")
+            except AgentError as exc:
+                self._log.error("reload_failed", error=str(exc))
+        needs_restart = [
+            f.name
+            for f in dataclasses.fields(AgentConfig)
+            if f.name not in _RELOADABLE and getattr(new, f.name) != getattr(old, f.name)
+        ]
+        self.config = dataclasses.replace(
+            old, log_level=new.log_level, event_handlers=new.event_handlers, tags=dict(tags)
+        )
+        self._log.info(
+            "config_reloaded",
+            changed=changed,
+            log_level=new.log_level,
+            event_handlers=[h.text for h in new.event_handlers],
+        )
+        if needs_restart:
+            self._log.warning("reload_needs_restart", keys=needs_restart)
+        self.notifier.ready(status=self._status())
+
+    async def _apply_tags(self, new: dict[str, str], *, persist: bool) -> None:
+        try:
+            meta = encode_tags(new)
+        except TagsTooLarge as exc:
+            raise AgentError(str(exc)) from None
+        old, self._tags = self._tags, new
+        self._delegate.meta = meta
+        try:
+            await self.node.update_meta()
+        except NotRunningError as exc:
+            raise AgentError(str(exc)) from None
+        self._log.info("tags_updated", tags=new, previous=old)
+        path = self.config.tags_file
+        if persist and path is not None:
+            try:
+                await trio.to_thread.run_sync(write_json_atomically, path, new)
+            except OSError as exc:
+                self._log.error("tags_file_write_failed", path=str(path), error=str(exc))
+                raise AgentError(f"failed to write tags file: {exc}") from None
+
+    async def _retry_join(self) -> None:
+        cfg = self.config
+        seeds = cfg.join_addresses(cfg.retry_join)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                n = await self.node.join(seeds)
+                self._log.info("retry_join_done", joined=n, attempt=attempt)
+                return
+            except JoinError as exc:
+                self._log.warning("retry_join_failed", attempt=attempt, errors=list(exc.errors))
+            if cfg.retry_max and attempt >= cfg.retry_max:
+                # Serf exits when retry_join gives up.
+                self._log.error("retry_join_gave_up", attempts=attempt)
+                self.exit_code = 1
+                self._request_stop(leave=False, reason="retry_join_gave_up")
+                return
+            await trio.sleep(cfg.retry_interval)
+
+    async def _pump_events(self) -> None:
+        """Membership events -> ``stream`` subscribers (each bounded and lossy)."""
+        async for ev in self.node.events:
+            if not isinstance(ev, MemberEvent):
+                continue
+            rec = MemberEventRecord(member_event_name(ev), (rpc_member(ev.member),))
+            for sub in list(self._event_subs):
+                filt, send = sub
+                if not filt.matches(rec.event):
+                    continue
+                try:
+                    send.send_nowait(rec)
+                except trio.WouldBlock:
+                    self.events_dropped += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._event_subs.remove(sub)
+
+    def _progress(self) -> tuple[int, ...]:
+        core = self.node.statistics().core
+        if core is None:
+            return ()
+        return (core.probes_sent, core.packets_in, core.packets_out)
+
+    def _alone(self) -> bool:
+        return not any(
+            m.name != self.node_name and m.state in (State.ALIVE, State.SUSPECT)
+            for m in self.node.members()
+        )
+
+    async def _watchdog(self) -> None:
+        await watchdog_loop(self.notifier, self._progress, alone=self._alone, logger=self._log)
+
+    def _status(self) -> str:
+        alive = sum(1 for m in self.node.members() if m.state in (State.ALIVE, State.SUSPECT))
+        return f"{alive} alive members, listening on {self.addr}"

@@ -1,0 +1,51 @@
+"""Files the agent owns on disk: the tags file (read at start, rewritten when tags change).
+
+Rule: a file is replaced atomically (temp file in the same directory, fsync, rename, fsync the
+directory) so a crash leaves the old or the new content, never a torn one.  These functions
+block: the agent calls them through ``trio.to_thread.run_sync``, off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .config import ConfigError
+
+
+def write_json_atomically(path: Path, doc: object) -> None:
+    """temp file in the same directory, fsync, rename over ``path``, fsync the directory."""
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def read_tags_file(path: Path) -> dict[str, str]:
+    """Tags from a tags file; a missing file is no tags (it is created on the first change)."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: config key 'tags_file': cannot load tags: {exc}") from None
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ConfigError(f"{path}: config key 'tags_file': expected a JSON map of strings")
+    return dict(raw)

@@ -1,0 +1,263 @@
+"""Agent configuration: files, config dir, flags, Serf's merge rules and every error path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from serf_trio.agent.config import (
+    ENCRYPTION_REFUSED,
+    ConfigError,
+    load,
+    parse_duration,
+    parse_event_filter,
+    parse_handler,
+    parse_join_address,
+)
+from serf_trio.swim.api import Address
+
+
+def write(path: Path, doc: object) -> Path:
+    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("5s", 5.0),
+        ("500ms", 0.5),
+        ("1m30s", 90.0),
+        ("24h", 86400.0),
+        ("1.5h", 5400.0),
+        ("250us", 0.00025),
+        ("0", 0.0),
+        (7, 7.0),
+        (0.25, 0.25),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("bad", ["5", "5x", "s", "-1s", "1m30", True, -3, None, [1]])
+def test_bad_durations(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_defaults_and_hostname() -> None:
+    cfg = load([], hostname="box-7").config
+    assert cfg.node_name == "box-7"
+    assert cfg.bind == Address("0.0.0.0", 7946)
+    assert cfg.rpc_addr is None  # TCP RPC off unless given
+    assert cfg.log_level == "INFO"
+    assert (cfg.retry_interval, cfg.reconnect_timeout, cfg.tombstone_timeout) == (
+        30.0,
+        86400.0,
+        86400.0,
+    )
+    assert (cfg.user_event_size_limit, cfg.query_size_limit) == (512, 1024)
+
+
+def test_flags() -> None:
+    cfg = load(
+        [
+            "--node=n1",
+            "--bind=127.0.0.1",
+            "--advertise=10.0.0.1",
+            "--join=127.0.0.2",
+            "--join=n3/127.0.0.3:8000",
+            "--retry-join=127.0.0.4:7000",
+            "--rpc-addr=127.0.0.1",
+            "--rpc-socket=/tmp/x.sock",
+            "--rpc-auth=tok",
+            "--event-handler=member-join,user:deploy=./h.sh a=b",
+            "--event-handler=./all.sh",
+            "--tag=role=web",
+            "--tag=dc=x=y",
+            "--profile=local",
+            "--log-level=Warning",
+            "--log-format=text",
+        ]
+    ).config
+    assert cfg.node_name == "n1"
+    assert cfg.bind == Address("127.0.0.1", 7946)
+    assert cfg.advertise == Address("10.0.0.1", 0)  # 0 = the bound port
+    assert cfg.rpc_addr == Address("127.0.0.1", 7373)
+    assert cfg.start_join == ("127.0.0.2", "n3/127.0.0.3:8000")
+    assert cfg.join_addresses(cfg.start_join)[1] == Address("127.0.0.3", 8000)
+    assert cfg.retry_join == ("127.0.0.4:7000",)
+    assert cfg.tags == {"role": "web", "dc": "x=y"}
+    assert [h.command for h in cfg.event_handlers] == ["./h.sh a=b", "./all.sh"]
+    assert cfg.event_handlers[0].filter.matches("user", "deploy")
+    assert not cfg.event_handlers[0].filter.matches("user", "other")
+    assert cfg.event_handlers[1].filter.matches("member-reap")
+    assert (cfg.profile, cfg.log_level, cfg.log_format) == ("local", "WARN", "text")
+
+
+@pytest.mark.parametrize(
+    ("word", "level"),
+    [("trace", "TRACE"), ("DEBUG", "DEBUG"), ("warn", "WARN"), ("err", "ERR"), ("Error", "ERR")],
+)
+def test_log_levels_any_case(word: str, level: str) -> None:
+    assert load([f"--log-level={word}"], hostname="h").config.log_level == level
+
+
+def test_files_dir_merge_and_flag_override(tmp_path: Path) -> None:
+    d = tmp_path / "conf.d"
+    d.mkdir()
+    write(
+        d / "10-base.json",
+        {
+            "node_name": "a",
+            "tags": {"role": "web", "dc": "1"},
+            "start_join": ["127.0.0.2"],
+            "retry_interval": "5s",
+        },
+    )
+    (d / "20-more.toml").write_text(
+        'node_name = "b"\nstart_join = ["127.0.0.3"]\nretry_interval = 2\n[tags]\ndc = "2"\n'
+    )
+    (d / "30-ignored.txt").write_text("not config")
+    cfg = load(["--config-dir", str(d), "--join=127.0.0.4", "--tag=extra=1"]).config
+    assert cfg.node_name == "b"  # later file wins
+    assert cfg.tags == {"role": "web", "dc": "2", "extra": "1"}  # tags merge per key
+    assert cfg.start_join == ("127.0.0.2", "127.0.0.3", "127.0.0.4")  # lists append
+    assert cfg.retry_interval == 2.0
+    cfg2 = load(["--config-dir", str(d), "--node=c"]).config
+    assert cfg2.node_name == "c"  # flags override files
+
+
+def test_config_file_order(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.json", {"log_level": "debug"})
+    b = write(tmp_path / "b.json", {"log_level": "err"})
+    assert load(["--config-file", str(b), "--config-file", str(a)]).config.log_level == "DEBUG"
+    assert load(["--config-file", str(a), "--config-file", str(b)]).config.log_level == "ERR"
+
+
+def one_line_error(argv: list[str]) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(argv, hostname="h")
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize(
+    ("doc", "key", "fragment"),
+    [
+        ({"nod_name": "x"}, "nod_name", "unknown"),
+        ({"discover": "x"}, "discover", "not supported"),
+        ({"bind": 7946}, "bind", "IP[:PORT]"),
+        ({"bind": "example.com:1"}, "bind", "literal IP"),
+        ({"bind": "127.0.0.1:70000"}, "bind", "out of range"),
+        ({"retry_interval": "soon"}, "retry_interval", "invalid duration"),
+        ({"retry_max": "3"}, "retry_max", "integer"),
+        ({"protocol": 9}, "protocol", "between 2 and 5"),
+        ({"leave_on_terminate": "yes"}, "leave_on_terminate", "true or false"),
+        ({"tags": {"a": 1}}, "tags", "string"),
+        ({"tags": {"k": "v" * 600}}, "tags", "512 bytes"),
+        ({"start_join": ["host.example"]}, "start_join", "literal IP"),
+        ({"event_handlers": ["bogus=./x.sh"]}, "event_handlers", "invalid event filter"),
+        ({"event_handlers": ["user="]}, "event_handlers", "no command"),
+        ({"profile": "moon"}, "profile", "lan, wan, local"),
+        ({"log_level": "loud"}, "log_level", "unknown log level"),
+        ({"log_format": "xml"}, "log_format", "json"),
+        ({"encrypt_key": "abc"}, "encrypt_key", ENCRYPTION_REFUSED),
+        ({"keyring_file": "/k"}, "keyring_file", ENCRYPTION_REFUSED),
+        ({"user_event_size_limit": 10000}, "user_event_size_limit", "between"),
+    ],
+)
+def test_file_errors_name_key_and_file(
+    tmp_path: Path, doc: dict[str, object], key: str, fragment: str
+) -> None:
+    path = write(tmp_path / "bad.json", doc)
+    text = one_line_error(["--config-file", str(path)])
+    assert str(path) in text
+    assert repr(key) in text
+    assert fragment in text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("broken.json", "{not json", "invalid json"),
+        ("broken.toml", "a = = 1", "invalid toml"),
+        ("list.json", "[1, 2]", "object of keys"),
+        ("bin.json", b"\xff\xfe", "invalid json"),
+    ],
+)
+def test_unparseable_files(tmp_path: Path, name: str, content: str | bytes, fragment: str) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    text = one_line_error(["--config-file", str(path)])
+    assert str(path) in text and fragment in text
+
+
+def test_missing_file_and_dir(tmp_path: Path) -> None:
+    text = one_line_error(["--config-file", str(tmp_path / "nope.json")])
+    assert "nope.json" in text and "cannot read" in text
+    text = one_line_error(["--config-dir", str(tmp_path / "nodir")])
+    assert "nodir" in text and "cannot read config dir" in text
+
+
+def test_bad_file_in_dir_is_named(tmp_path: Path) -> None:
+    write(tmp_path / "a.json", {"node_name": "ok"})
+    write(tmp_path / "b.json", {"bogus": 1})
+    text = one_line_error(["--config-dir", str(tmp_path)])
+    assert str(tmp_path / "b.json") in text and "'bogus'" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--encrypt", "a2V5"], ENCRYPTION_REFUSED),
+        (["--keyring-file", "/k"], ENCRYPTION_REFUSED),
+        (["--bind", "nowhere"], "--bind"),
+        (["--tag", "novalue"], "--tag"),
+        (["--event-handler", "member-joyn=./x"], "--event-handler"),
+        (["--log-level", "chatty"], "--log-level"),
+        (["--profile", "moon"], "--profile"),
+        (["--frobnicate"], "unrecognized arguments"),
+        (["--retry-max", "x"], "--retry-max"),
+    ],
+)
+def test_flag_errors(argv: list[str], fragment: str) -> None:
+    text = one_line_error(argv)
+    assert text.startswith("command line:")
+    assert fragment in text
+
+
+def test_tags_and_tags_file_conflict(tmp_path: Path) -> None:
+    text = one_line_error(["--tag=a=b", f"--tags-file={tmp_path / 't.json'}"])
+    assert "'tags'" in text and "tags_file" in text
+
+
+def test_event_filters() -> None:
+    f = parse_event_filter("member-join, user:deploy,query")
+    assert f.matches("member-join") and not f.matches("member-leave")
+    assert f.matches("user", "deploy") and not f.matches("user", "x")
+    assert f.matches("query", "anything")
+    everything = parse_event_filter("")
+    assert everything.matches("member-reap") and everything.matches("user", "x")
+    for bad in ("user:", "members", "member-join,,"):
+        with pytest.raises(ValueError):
+            parse_event_filter(bad)
+
+
+def test_handler_split_at_first_equals() -> None:
+    h = parse_handler("user:deploy=./deploy.sh X=1")
+    assert (h.filter.spec, h.command) == ("user:deploy", "./deploy.sh X=1")
+    assert parse_handler("./plain.sh").filter.matches("member-failed")
+
+
+def test_join_address_forms() -> None:
+    assert parse_join_address("127.0.0.1") == Address("127.0.0.1", 7946)
+    assert parse_join_address("n1/127.0.0.1:9000") == Address("127.0.0.1", 9000)
+    assert parse_join_address("[::1]:9000") == Address("::1", 9000)
