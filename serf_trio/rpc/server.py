@@ -230,6 +230,11 @@ class RpcServer:
     def _note_drop(self) -> None:
         self._dropped += 1
 
+    def _note_internal_error(self, eg: BaseExceptionGroup[Exception]) -> None:
+        self._protocol_errors += 1
+        exc = eg.exceptions[0]
+        self.log.error("rpc_internal_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
     def _note_protocol_error(self, reason: str) -> None:
         self._protocol_errors += 1
         self.log.warning("rpc_connection_dropped", reason=reason)
@@ -318,6 +323,10 @@ class _Connection:
             self.server._note_protocol_error(str(eg.exceptions[0]))
         except* (trio.BrokenResourceError, trio.ClosedResourceError, _Closed):
             pass  # the client went away
+        except* Exception as eg:
+            # A bug behind one command must cost that client its connection, not the agent its
+            # RPC server (bad input never kills the agent): log the traceback, serve the others.
+            self.server._note_internal_error(eg)
 
     # -- input ----------------------------------------------------------------------------------
 

@@ -510,3 +510,27 @@ def test_tcp_listener(sock_path: Path) -> None:
                 assert len(await in_thread(c.members)) == 3
 
     run(body)
+
+
+def test_an_agent_bug_closes_only_that_connection(sock_path: Path) -> None:
+    """An unexpected exception behind one command is logged; the server keeps serving."""
+
+    class BuggyAgent(FakeAgent):
+        def stats(self) -> dict[str, dict[str, str]]:
+            raise KeyError("oops")
+
+    async def body() -> None:
+        async with running_server(BuggyAgent(), sock_path) as (server, _):
+            good = await Raw.open(sock_path)
+            await good.handshake()
+            raw = await Raw.open(sock_path)
+            await raw.handshake()
+            await raw.send({"Command": "stats", "Seq": 2})
+            assert await raw.recv() is EOF
+            await good.send({"Command": "members", "Seq": 5})
+            assert await good.recv() == {"Error": "", "Seq": 5}
+            assert len((await good.recv())["Members"]) == 3
+            assert server.statistics().protocol_errors == 1
+            await good.aclose()
+
+    run(body)
