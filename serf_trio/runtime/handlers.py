@@ -1,0 +1,407 @@
+"""The event handler supervisor: runs handler scripts for Serf events, with hard limits.
+
+Serf's contract (``serf_trio.serf.handler_env``): each matching handler runs as
+``/bin/sh -c COMMAND`` with the agent's environment plus the ``SERF_*`` variables, the event on
+stdin, stdout+stderr in one 8 KiB buffer that keeps the last bytes; a query handler that exits 0
+with output answers the query.
+
+Better than Serf, whose handlers run one after another in the agent's event loop with no
+timeout (one hanging script stalls every later event):
+
+* every handler has its own bounded queue and worker task: different handlers run
+  concurrently, one handler's events run one at a time in arrival order;
+* a ``CapacityLimiter`` bounds the number of scripts running at once;
+* each run has a timeout: SIGTERM to the script's process group, ``kill_grace`` seconds, then
+  SIGKILL to the group;
+* failures are logged with the exit code and the tail of the output (stdout and stderr share
+  one pipe, as in Serf, so a script's error message is the end of it);
+* ``enqueue`` never waits: a full queue drops the event for that handler, counts and logs it,
+  so nothing here can block membership.
+
+Queues (one per handler): producer ``enqueue`` (the agent's event task), consumer the handler's
+worker, size ``SupervisorConfig.queue_size``, full policy drop + count + ``handler_queue_full``.
+
+Reload (``update``): handlers are identified by their spec text; unchanged ones keep their
+queue and worker, new ones start, removed ones get no new events and finish what is queued.
+
+Logs (structlog): ``handler_started``, ``handler_exited``, ``handler_failed``,
+``handler_timeout``, ``handler_output_truncated``, ``handler_queue_full``,
+``handler_spawn_failed``, ``handler_response_too_large``, ``handler_response_rejected``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+import trio
+
+from serf_trio.serf.filters import QueryEventLike, event_type_and_name
+from serf_trio.serf.handler_env import OUTPUT_LIMIT, OutputBuffer, handler_env, handler_stdin
+
+SHELL = "/bin/sh"
+OUTPUT_TAIL = 512  # bytes of output quoted in handler_failed / handler_timeout
+
+RespondFn = Callable[[object, bytes], "Awaitable[None] | None"]
+
+
+class _FilterLike(Protocol):
+    def matches(self, event_type: str, name: str = "") -> bool: ...
+
+
+class HandlerSpecLike(Protocol):
+    """A handler spec: ``serf_trio.serf.filters.HandlerSpec`` (or the agent config's)."""
+
+    @property
+    def filter(self) -> _FilterLike: ...
+
+    @property
+    def command(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+class ResponseRejected(Exception):
+    """Raised by the ``respond`` callback when the core refuses a response (text = reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    """Limits of the handler supervisor.
+
+    ``timeout``: seconds one run may take before SIGTERM (Serf: none; a hanging script would
+    stall the agent forever).  ``kill_grace``: seconds between SIGTERM and SIGKILL.
+    ``queue_size``: events waiting per handler before new ones are dropped (a join storm of
+    N nodes yields about one coalesced event per type every 3 s, so 128 is ample).
+    ``max_concurrency``: scripts running at once over all handlers.
+    ``output_limit``: bytes of output kept (Serf: 8 KiB, the last bytes).
+    ``max_response``: largest query response payload to hand to ``respond`` (None: let the
+    core decide; see ``serf_trio.serf.handler_env.max_response_payload``).
+    """
+
+    timeout: float = 60.0
+    kill_grace: float = 3.0
+    queue_size: int = 128
+    max_concurrency: int = 16
+    output_limit: int = OUTPUT_LIMIT
+    max_response: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerStatistics:
+    """Counters of one handler (``serf-trio info``, tests)."""
+
+    spec: str
+    queued: int
+    runs: int
+    failures: int
+    timeouts: int
+    dropped: int
+    truncated: int
+    responses: int
+
+
+@dataclass(slots=True)
+class _Handler:
+    key: tuple[str, int]
+    spec: HandlerSpecLike
+    send: trio.MemorySendChannel[object]
+    receive: trio.MemoryReceiveChannel[object]
+    started: bool = False
+    runs: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    responses: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What one handler run did (returned for tests and logs)."""
+
+    exit_code: int | None  # None: could not start
+    timed_out: bool
+    output: bytes
+    output_total: int
+    duration: float
+
+    @property
+    def output_tail(self) -> bytes:
+        return self.output[-OUTPUT_TAIL:]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # The script runs in its own session, so its process group id is its pid.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+class HandlerSupervisor:
+    """Runs handler scripts for Serf events; see the module docstring for the guarantees.
+
+    Usage: ``await nursery.start(supervisor.run)``; then ``supervisor.enqueue(event)`` for every
+    (coalesced) Serf event; ``supervisor.update(specs)`` on SIGHUP; ``set_self_tags`` when the
+    local tags change.  ``respond(token, payload)`` is called (and awaited if it returns an
+    awaitable) with a query handler's output.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[HandlerSpecLike],
+        *,
+        self_name: str,
+        self_tags: Mapping[str, str] | None = None,
+        respond: RespondFn | None = None,
+        config: SupervisorConfig | None = None,
+        logger: Any = None,
+    ) -> None:
+        self.config = config or SupervisorConfig()
+        self.self_name = self_name
+        self.self_tags: dict[str, str] = dict(self_tags or {})
+        self._respond = respond
+        self._log: Any = logger if logger is not None else structlog.get_logger()
+        self._limiter = trio.CapacityLimiter(self.config.max_concurrency)
+        self._handlers: dict[tuple[str, int], _Handler] = {}
+        self._nursery: trio.Nursery | None = None
+        self.update(specs)
+
+    # --- control ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the workers until cancelled; running scripts are killed on cancellation."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for h in self._handlers.values():
+                    self._start_worker(h)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+
+    def update(self, specs: Iterable[HandlerSpecLike]) -> None:
+        """Replace the handler list (reload); unchanged specs keep their queue and order."""
+        wanted: dict[tuple[str, int], HandlerSpecLike] = {}
+        seen: dict[str, int] = {}
+        for spec in specs:
+            text = spec.text
+            n = seen.get(text, 0)
+            seen[text] = n + 1
+            wanted[(text, n)] = spec
+        for key in list(self._handlers):
+            if key not in wanted:
+                h = self._handlers.pop(key)
+                h.send.close()  # the worker finishes what is queued, then exits
+        for key, spec in wanted.items():
+            if key not in self._handlers:
+                send, receive = trio.open_memory_channel[object](self.config.queue_size)
+                h = _Handler(key, spec, send, receive)
+                self._handlers[key] = h
+                if self._nursery is not None:
+                    self._start_worker(h)
+
+    def set_self_tags(self, tags: Mapping[str, str]) -> None:
+        """The local tags changed (``serf tags``): later runs see the new ``SERF_TAG_*``."""
+        self.self_tags = dict(tags)
+
+    def enqueue(self, event: object) -> int:
+        """Queue ``event`` for every matching handler without waiting; returns how many."""
+        kind = event_type_and_name(event)
+        if kind is None:
+            return 0
+        queued = 0
+        for h in self._handlers.values():
+            if not h.spec.filter.matches(*kind):
+                continue
+            try:
+                h.send.send_nowait(event)
+            except trio.WouldBlock:
+                h.dropped += 1
+                self._log.warning(
+                    "handler_queue_full",
+                    handler=h.spec.text,
+                    serf_event=kind[0],
+                    name=kind[1],
+                    dropped=h.dropped,
+                    queue_size=self.config.queue_size,
+                )
+            else:
+                queued += 1
+        return queued
+
+    def statistics(self) -> list[HandlerStatistics]:
+        return [
+            HandlerStatistics(
+                spec=h.spec.text,
+                queued=h.send.statistics().current_buffer_used,
+                runs=h.runs,
+                failures=h.failures,
+                timeouts=h.timeouts,
+                dropped=h.dropped,
+                truncated=h.truncated,
+                responses=h.responses,
+            )
+            for h in self._handlers.values()
+        ]
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def _start_worker(self, h: _Handler) -> None:
+        if h.started or self._nursery is None:
+            return
+        h.started = True
+        self._nursery.start_soon(self._worker, h, name=f"handler {h.spec.text}")
+
+    async def _worker(self, h: _Handler) -> None:
+        async with h.receive:
+            async for event in h.receive:
+                await self._handle(h, event)
+
+    async def _handle(self, h: _Handler, event: object) -> None:
+        kind = event_type_and_name(event) or ("", "")
+        log = self._log.bind(handler=h.spec.text, serf_event=kind[0], name=kind[1])
+        env = {**os.environ, **handler_env(self.self_name, self.self_tags, event)}
+        async with self._limiter:
+            log.debug("handler_started", ltime=getattr(event, "ltime", None))
+            result = await self.run_script(h.spec.command, env, handler_stdin(event), log)
+        h.runs += 1
+        if result.output_total > self.config.output_limit:
+            h.truncated += 1
+            log.warning(
+                "handler_output_truncated",
+                written=result.output_total,
+                kept=self.config.output_limit,
+            )
+        if result.timed_out:
+            h.timeouts += 1
+            log.warning(
+                "handler_timeout",
+                timeout=self.config.timeout,
+                exit_code=result.exit_code,
+                output_tail=_text(result.output_tail),
+                duration=round(result.duration, 3),
+            )
+            return
+        if result.exit_code != 0:
+            h.failures += 1
+            code = result.exit_code
+            log.error(
+                "handler_failed",
+                exit_code=code,
+                # A negative code is the signal that ended the script (a crash, an OOM kill).
+                signal=signal.Signals(-code).name if code is not None and code < 0 else None,
+                output_tail=_text(result.output_tail),
+                duration=round(result.duration, 3),
+            )
+            return
+        log.info(
+            "handler_exited",
+            exit_code=0,
+            output_bytes=result.output_total,
+            duration=round(result.duration, 3),
+        )
+        if (
+            isinstance(event, QueryEventLike)
+            and result.output_total > 0
+            and await self._send_response(event, result.output, log)
+        ):
+            h.responses += 1
+
+    async def _send_response(self, event: QueryEventLike, payload: bytes, log: Any) -> bool:
+        # serf invoke.go: a query handler that exits 0 with output answers with that output.
+        limit = self.config.max_response
+        if limit is not None and len(payload) > limit:
+            log.warning("handler_response_too_large", size=len(payload), limit=limit)
+            return False
+        if self._respond is None:
+            return False
+        try:
+            maybe = self._respond(event.token, payload)
+            if inspect.isawaitable(maybe):
+                await maybe
+        except ResponseRejected as exc:
+            log.warning("handler_response_rejected", reason=str(exc), size=len(payload))
+            return False
+        return True
+
+    # --- one process -----------------------------------------------------------------------
+
+    async def run_script(
+        self, command: str, env: Mapping[str, str], stdin: bytes, log: Any = None
+    ) -> RunResult:
+        """Run ``/bin/sh -c command`` once with the configured timeout and output cap."""
+        log = log if log is not None else self._log
+        cfg = self.config
+        output = OutputBuffer(cfg.output_limit)
+        start = trio.current_time()
+        try:
+            proc = await trio.lowlevel.open_process(
+                [SHELL, "-c", command],
+                stdin=subprocess.PIPE,
+                # One pipe for both, as Go does when Stdout and Stderr are the same writer:
+                # the output keeps the order the script wrote it in.
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=dict(env),
+                start_new_session=True,  # own process group: the timeout kills its children too
+            )
+        except OSError as exc:
+            log.error("handler_spawn_failed", error=str(exc))
+            return RunResult(None, False, b"", 0, 0.0)
+
+        async def feed() -> None:
+            assert proc.stdin is not None
+            async with proc.stdin:
+                try:
+                    if stdin:
+                        await proc.stdin.send_all(stdin)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the script exited or closed stdin without reading it all
+
+        async def drain() -> None:
+            assert proc.stdout is not None
+            async with proc.stdout:
+                while chunk := await proc.stdout.receive_some(65536):
+                    output.write(chunk)
+
+        timed_out = False
+        try:
+            with trio.move_on_at(start + cfg.timeout) as scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(feed)
+                    nursery.start_soon(drain)
+                    await proc.wait()
+            if scope.cancelled_caught:
+                timed_out = True
+                # Timeout: SIGTERM the group, wait kill_grace, then SIGKILL whatever is left.
+                _signal_group(proc.pid, signal.SIGTERM)
+                with trio.move_on_after(cfg.kill_grace):
+                    await proc.wait()
+                _signal_group(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                # Cancelled (agent shutdown) mid-run: do not leave the script behind.
+                _signal_group(proc.pid, signal.SIGKILL)
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+        return RunResult(
+            exit_code=proc.returncode,
+            timed_out=timed_out,
+            output=output.getvalue(),
+            output_total=output.total,
+            duration=trio.current_time() - start,
+        )
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
