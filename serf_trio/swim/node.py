@@ -875,6 +875,18 @@ class Memberlist:
         self._cancel_timer("leave", 0)
         self._out.append(LeaveDone(timed_out))
 
+    def user_packet(self, addr: Address, payload: bytes) -> SendPacket:
+        """A bare user-message datagram (``08`` + ``payload``) to ``addr`` (memberlist
+        ``SendToAddress``): no compound, LZW only if shorter, no CRC (the destination is
+        addressed by IP, not by a known node name).  The caller emits the effect."""
+        self._packets_out += 1
+        data = encode_packet(
+            [encode_message(UserMsg(payload))],
+            crc=False,
+            compress=self.config.enable_compression,
+        )
+        return SendPacket(addr, data)
+
     def update_meta(self, now: float) -> list[Effect]:
         """Re-read the delegate's metadata, bump our incarnation and broadcast alive."""
         self._out = []

@@ -1,0 +1,66 @@
+"""Effects the Serf core adds to memberlist's (see ``swim.api`` for those).
+
+``SerfNode`` passes every memberlist effect through except ``MemberEvent``, which it consumes
+and replaces by ``SerfMemberEvent``.  It adds user events, query deliveries and query progress
+records; name-conflict facts are ``swim.api.Notice`` records, direct query acks/responses are
+``swim.api.SendPacket``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..swim.api import Effect
+from .members import SerfMember
+
+MEMBER_EVENT_KINDS = (
+    "member-join",
+    "member-leave",
+    "member-failed",
+    "member-update",
+    "member-reap",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SerfMemberEvent:
+    """One Serf member event; ``kind`` is one of ``MEMBER_EVENT_KINDS``."""
+
+    kind: str
+    members: tuple[SerfMember, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SerfUserEvent:
+    """A user event to deliver to handlers / RPC streams (exactly once per node)."""
+
+    name: str
+    payload: bytes
+    ltime: int
+    coalesce: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SerfQueryEvent:
+    """A query for local handlers / RPC streams; answer with ``SerfNode.respond(token, ...)``
+    before ``deadline`` (core time).  Internal ``_serf_*`` queries never surface."""
+
+    name: str
+    payload: bytes
+    ltime: int
+    token: int
+    deadline: float
+    source_node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryUpdate:
+    """Progress of a query we started: ``ack``, ``response`` or the final ``done``."""
+
+    query_id: int
+    record_type: str  # "ack" | "response" | "done"
+    from_: str = ""
+    payload: bytes = b""
+
+
+SerfEffect = Effect | SerfMemberEvent | SerfUserEvent | SerfQueryEvent | QueryUpdate
