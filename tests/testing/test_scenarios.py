@@ -16,7 +16,7 @@ import pytest
 
 from serf_trio.swim import formulas
 from serf_trio.swim.api import State
-from serf_trio.swim.config import SwimConfig
+from serf_trio.swim.config import LOCAL, SwimConfig
 from serf_trio.swim.node import Memberlist
 from serf_trio.testing.netmodel import LinkProfile
 from serf_trio.testing.sim import SIM_CONFIG, Simulator
@@ -96,12 +96,19 @@ def test_50_nodes_10pct_loss_no_false_dead() -> None:
     """10% loss on every datagram (and late TCP segments) for 10 minutes.
 
     Suspicions happen (a probe's direct, indirect and TCP paths all fail) and are refuted.
-    memberlist's guarantee is probabilistic: a node can miss all ~8 retransmissions of a
-    refutation and do no push/pull within the 40 s suspicion timeout; it then declares the
-    refuted incarnation dead on its own (a *stale* declaration the rest of the cluster
-    ignores).  Measured over seeds 1-6 and 50: 2 of 7 runs had one such declaration, none had
-    a declaration at the current incarnation.  Asserted: no accepted false death, at most one
-    stale one, and a converged cluster at the end.
+    No node the cluster holds dead is alive: every accepted ``dead`` would need the current
+    incarnation.  memberlist's guarantee for a single node's view is probabilistic, though: a
+    node can miss every copy of a refutation (each of the ~49 holders sends it
+    ``retransmit_limit`` = 8 times to random peers, so a given node expects ~7 copies and
+    misses all with p ~ e^-7) and do no push/pull (period 60 s at 50 nodes) within the
+    suspicion timeout (40 s when nobody confirms); its timer then declares the refuted
+    incarnation dead on its own.  That *stale* declaration is a local false DEAD until the
+    next push/pull; every other node ignores it (memberlist deadNode drops older incarnations),
+    and the accused node does too.  The mechanisms that must cancel such a timer are pinned in
+    ``test_false_dead_mechanics``.  Measured over seeds 1-20: 927 suspicions, 7 runs with one
+    stale declaration (none with two, none at the current incarnation); in the 3 traced
+    cases the declarer had received no copy of the refutation.  Seed 50 has one.  Asserted:
+    no accepted false death, at most one stale one, and a converged cluster at the end.
     """
     sim = joined_cluster(50, seed=50, link=LinkProfile(loss=0.10))
     sim.run_for(600.0)
@@ -212,26 +219,56 @@ def test_trace_independent_of_hash_seed() -> None:
     assert outs[0] == outs[1]
 
 
-LG_NODES = 48
-LG_STARVED = 8
-LG_SECONDS = 180.0
+# -- the Lifeguard experiment ---------------------------------------------------------------
+
+# memberlist's "local" profile: probe 1 s, probe timeout 0.2 s, gossip 0.1 s, suspicion_mult 3
+# (k = 1 confirmation wanted), retransmit_mult 2, one indirect relay.  Its minimum suspicion
+# timeout, 3 x log10(24) x 1 s = 4.1 s, is of the order of the starved nodes' 0.5-2.5 s input
+# delays, which is the regime the Lifeguard paper studies; with LAN timings (min 6.7 s at 48
+# nodes) plain SWIM almost never kills a healthy node in this model.
+LG_CONFIG = dataclasses.replace(LOCAL, enable_compression=False)
+LG_NODES = 24
+LG_STARVED = 4  # every 6th node, the same share as the paper's 8 of 48
+LG_SECONDS = 240.0
+LG_SEEDS = (1, 2, 3)
 
 
-def lifeguard_run(lifeguard: bool) -> tuple[Simulator, list[str]]:
+@dataclasses.dataclass(frozen=True)
+class LifeguardRun:
+    healthy_false_dead: int  # declared_dead notices (any declarer) about a healthy up node
+    starved_dead: int  # declared_dead notices about a starved node (arguably true detections)
+    accusations: int  # suspicions raised by a starved node about a healthy one
+    max_health: int  # highest health score among the starved nodes at the end
+
+
+def lifeguard_run(seed: int, lifeguard: bool) -> LifeguardRun:
     """The Lifeguard paper's slow-message-processing experiment, scaled to the simulator.
 
-    48 nodes, every 6th one starved (input handled 0.5-2.5 s late), 180 simulated seconds;
-    identical seed and scenario for both runs, only ``SwimConfig.lifeguard`` differs.
+    24 nodes, every 6th one starved (each input handled 0.5-2.5 s late, ``NetModel.starve``),
+    240 simulated seconds; identical seed and scenario for both runs, only
+    ``SwimConfig.lifeguard`` differs.
     """
-    sim = joined_cluster(LG_NODES, seed=64, lifeguard=lifeguard)
-    starved = [f"n{i}" for i in range(1, LG_NODES, LG_NODES // LG_STARVED)][:LG_STARVED]
+    config = dataclasses.replace(LG_CONFIG, lifeguard=lifeguard)
+    sim = Simulator(seed, config=config)
+    sim.add_nodes(LG_NODES)
+    for i in range(1, LG_NODES):
+        sim.join(f"n{i}", ["n0"])
+    assert sim.run_until_condition(Simulator.all_alive_converged, 60.0, step=0.5) is not None
+    step = LG_NODES // LG_STARVED
+    starved = {f"n{i}" for i in range(1, LG_NODES, step)}
     for name in starved:
         sim.net.starve(sim.nodes[name].addr)
     sim.run_for(LG_SECONDS)
-    return sim, starved
+    false = sim.false_dead()  # no node crashes here: every declaration is about an up node
+    return LifeguardRun(
+        healthy_false_dead=sum(d.node not in starved for d in false),
+        starved_dead=sum(d.node in starved for d in false),
+        accusations=false_accusations(sim, starved),
+        max_health=max(health(sim, s) for s in starved),
+    )
 
 
-def false_accusations(sim: Simulator, starved: list[str]) -> int:
+def false_accusations(sim: Simulator, starved: set[str]) -> int:
     """``suspected`` notices raised by a starved node about a healthy one."""
     count = 0
     for _, node, summary in sim.trace:
@@ -249,27 +286,42 @@ def health(sim: Simulator, name: str) -> int:
 
 @pytest.mark.slow
 def test_lifeguard_experiment() -> None:
-    plain, starved = lifeguard_run(False)
-    guarded, _ = lifeguard_run(True)
-    fp, fg = len(plain.false_dead()), len(guarded.false_dead())
-    ap, ag = false_accusations(plain, starved), false_accusations(guarded, starved)
-    print(
-        f"\nlifeguard experiment ({LG_NODES} nodes, {LG_STARVED} starved 0.5-2.5 s, "
-        f"{LG_SECONDS:.0f} s): false dead without Lifeguard {fp}, with {fg}; "
-        f"starved nodes' suspicions of healthy nodes without {ap}, with {ag}; "
-        f"max health score {max(health(guarded, s) for s in starved)}"
-    )
-    # Local health awareness: a starved node sees its nacks missing, stretches its probe
-    # deadline and stops accusing healthy nodes (measured 485 -> 76 at 180 s).
-    assert ap >= 100
-    assert ag * 4 <= ap
-    assert fg <= max(fp, 5)
-    # The issue's goal: >= 20 false dead without Lifeguard and a tenfold cut.  In this model
-    # a healthy node refutes in ~2-4 s, well inside the 6.7 s minimum suspicion timeout, so
-    # plain SWIM rarely kills anyone; the few false deads are about the starved nodes
-    # themselves, whose accusers confirm each other (Lifeguard does not and should not save
-    # them).  Reported, not hidden:
-    if not (fp >= 20 and fg * 10 <= fp):
-        pytest.xfail(
-            f"goal not reached in this model: {fp} false dead without Lifeguard, {fg} with"
+    """Lifeguard cuts false deaths of *healthy* members caused by slow members.
+
+    A starved node S processes a healthy node H's ack too late, suspects H and gossips it;
+    every node that hears it starts a timer, and H's refutation must reach each of them in
+    time.  Plain SWIM: every timer is the minimum (4.1 s) and a node that misses the refutation
+    (4 transmissions per holder in this profile), or hears it late because it is itself
+    starved, declares H dead.  Lifeguard: nobody confirms S's lone accusation, so timers start
+    at 6 x min and push/pull or a late copy of the refutation arrives first; and S's missing
+    nacks raise its health score, stretching its probe deadline so it accuses less.
+    The metric (the paper's): ``declared_dead`` notices about a healthy member.  Declarations
+    about the starved nodes themselves are reported, not asserted: their probers really get no
+    timely ack, and confirmations from independent probers rightly shrink the timer.
+
+    Measured (seed: healthy false dead without -> with Lifeguard): 1: 53 -> 5, 2: 55 -> 2,
+    3: 56 -> 4; seeds 4-8: 34 -> 4, 60 -> 3, 50 -> 5, 48 -> 4, 32 -> 3 (8.5x-27x, 12.9x over
+    all eight).  What is left with Lifeguard are confirmed suspicions (two starved accusers, or
+    memberlist's rules that a newer-incarnation suspect or a push/pull counts as a
+    confirmation) whose declarer missed the refutation.  Asserted: >= 20 without Lifeguard on
+    every seed, a tenfold cut over the three seeds together, at least fivefold on each.
+    """
+    rows = [(seed, lifeguard_run(seed, False), lifeguard_run(seed, True)) for seed in LG_SEEDS]
+    for seed, plain, guarded in rows:
+        print(
+            f"\nlifeguard seed {seed} ({LG_NODES} nodes, {LG_STARVED} starved 0.5-2.5 s, "
+            f"{LG_SECONDS:.0f} s, local profile): healthy false dead {plain.healthy_false_dead}"
+            f" -> {guarded.healthy_false_dead}; starved declared dead {plain.starved_dead} -> "
+            f"{guarded.starved_dead}; starved nodes' accusations of healthy ones "
+            f"{plain.accusations} -> {guarded.accusations}; max health score "
+            f"{plain.max_health} -> {guarded.max_health}"
         )
+    for _, plain, guarded in rows:
+        assert plain.healthy_false_dead >= 20
+        assert guarded.healthy_false_dead * 5 <= plain.healthy_false_dead
+        # Local health awareness: the starved nodes stop accusing healthy ones so often.
+        assert guarded.accusations * 2 <= plain.accusations
+        assert plain.max_health == 0  # plain SWIM pins the score
+    total_plain = sum(p.healthy_false_dead for _, p, _ in rows)
+    total_guarded = sum(g.healthy_false_dead for _, _, g in rows)
+    assert total_guarded * 10 <= total_plain
