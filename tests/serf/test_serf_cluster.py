@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from .serf_harness import SERF, Pump
 
 from serf_trio.serf.node import SerfError
 from serf_trio.serf.query import QueryParam
+
+from .serf_harness import SERF, Pump
 
 
 def test_join_converges_with_tags_and_join_intents() -> None:
