@@ -1,7 +1,21 @@
-"""The agent process: one membership node, the RPC server, signals and sd_notify in one nursery.
+"""The agent process: one Serf node, its event pipeline, handlers, snapshot, the RPC server,
+signals and sd_notify in one nursery.
 
-``Agent`` implements ``serf_trio.rpc.api.AgentAPI`` over a ``MembershipNode`` whose metadata is
-the Serf tag encoding of the agent's tags.  Rules it owns:
+``Agent`` implements ``serf_trio.rpc.api.AgentAPI`` over a ``MembershipNode`` driving the Serf
+core (``SerfConfig`` from the agent config).  Rules it owns:
+
+* **Event pipeline** (``_pump_events``, one task): every Serf event from the node goes first to
+  the snapshot writer (raw, as Serf's snapshotter sees it), then through ``EventCoalescer``
+  (member events always 3 s / 1 s, user events only when sent with coalesce, as the Serf
+  agent configures it; queries pass at once), then to the handler supervisor and to every RPC
+  ``stream`` subscriber whose filter matches.  Nothing in it waits on a consumer: the
+  supervisor's ``enqueue`` and the subscribers' channels (512 each) drop when full.
+* **Queries**: a handler's output (first non-empty exit-0 run wins) answers through
+  ``SerfNode.respond``; RPC streams receive query records with a token for ``respond``.
+* **Snapshots** (``snapshot_path``): read before the node exists, so the restored clocks are in
+  the core before any socket reads a packet; previously alive members are rejoined in the
+  background without an explicit join (one at a time, random order); records are appended by
+  ``snapshot_writer.SnapshotWriter`` off the event loop.
 
 * **Lifecycle**: bind the node, start RPC listeners, do the start join (a failed start join is
   fatal, as in Serf), then ``READY=1``; ``retry_join`` keeps trying in the background
@@ -13,10 +27,9 @@ the Serf tag encoding of the agent's tags.  Rules it owns:
   needing a restart.  A bad reload is logged and the running config kept.
 * **Files**: the tags file is read at start and rewritten atomically (temp, fsync, rename) off
   the event loop whenever RPC ``tags`` changes the tags.
-* **Bad input never kills the agent**: RPC methods raise ``AgentError`` with Serf's wording.
-  Serf-layer commands (user events, queries, force-leave, coordinates) answer
-  ``Feature not supported`` until the Serf layer exists; key commands answer as an unencrypted
-  Serf agent does.
+* **Bad input never kills the agent**: RPC methods raise ``AgentError`` with Serf's wording;
+  key commands answer as an unencrypted Serf agent does.  Losing a name-conflict resolution
+  stops the node without a leave (Serf) and the agent exits 1.
 """
 
 from __future__ import annotations
@@ -24,8 +37,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import math
 import os
 import platform
+import random
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -35,46 +50,63 @@ import structlog
 import trio
 
 from serf_trio.rpc.api import (
-    NOT_SUPPORTED,
     AgentError,
     Coordinate,
     EventRecord,
     KeyResponse,
     MemberEventRecord,
+    QueryEventRecord,
     QueryParams,
     QueryRecord,
     RpcMember,
+    UserEventRecord,
 )
 from serf_trio.rpc.paths import default_socket_path
 from serf_trio.rpc.server import RpcServer
-from serf_trio.runtime.driver import JoinError, MembershipNode, NotRunningError
+from serf_trio.runtime.driver import (
+    JoinError,
+    MembershipNode,
+    NotRunningError,
+    QueryStream,
+)
+from serf_trio.runtime.handlers import HandlerSupervisor, ResponseRejected, SupervisorConfig
 from serf_trio.runtime.transport import UdpTcpTransport
+from serf_trio.serf.coalesce import CoalesceConfig, EventCoalescer
+from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
+from serf_trio.serf.filters import EventFilter, InvalidEventFilter, parse_filter
+from serf_trio.serf.handler_env import max_response_payload
+from serf_trio.serf.members import SerfMember
+from serf_trio.serf.messages import NodeFilter, Query, TagFilter, encode, encode_filter
+from serf_trio.serf.node import SerfError
+from serf_trio.serf.query import default_query_timeout
 from serf_trio.serf.tags import TagsTooLarge, decode_tags, encode_tags
 from serf_trio.swim.api import (
     Address,
     MemberEvent,
     MemberEventKind,
     MemberInfo,
-    NullDelegate,
     State,
 )
 
 from .config import (
     AgentConfig,
     ConfigError,
-    EventFilter,
     LoadedConfig,
     load,
-    parse_event_filter,
+    parse_join_address,
 )
 from .files import read_tags_file, write_json_atomically
 from .logs import LogSettings, UnknownLevel, monitor_level
 from .notify import Notifier, watchdog_loop
+from .snapshot_writer import SnapshotWriter, load_snapshot
 
 T = TypeVar("T")
 
 EVENT_BUFFER = 512  # per ``stream`` subscriber (RPC.md 4.1), lossy
 SHUTDOWN_GRACE = 0.1  # lets an in-flight RPC reply (``leave``) reach its client
+SNAPSHOT_CLOCK_INTERVAL = 0.5  # serf snapshotter: the member clock is recorded every 500 ms
+SERF_PREFIX = "_serf_"
+NS = 1_000_000_000
 _RELOADABLE = ("log_level", "event_handlers", "tags")
 
 
@@ -96,6 +128,34 @@ def rpc_member(m: MemberInfo) -> RpcMember:
     )
 
 
+def rpc_serf_member(m: SerfMember) -> RpcMember:
+    """A Serf member as RPC clients see it (status alive | leaving | left | failed)."""
+    return RpcMember(
+        name=m.name,
+        addr=m.addr.packed(),
+        port=m.addr.port,
+        tags=dict(m.tags),
+        status=m.status,
+        protocol_min=m.protocol_min,
+        protocol_max=m.protocol_max,
+        protocol_cur=m.protocol_cur,
+        delegate_min=m.delegate_min,
+        delegate_max=m.delegate_max,
+        delegate_cur=m.delegate_cur,
+    )
+
+
+def event_record(ev: object) -> EventRecord | None:
+    """A Serf event as an RPC ``stream`` record (``None`` for anything else)."""
+    if isinstance(ev, SerfMemberEvent):
+        return MemberEventRecord(ev.kind, tuple(rpc_serf_member(m) for m in ev.members))
+    if isinstance(ev, SerfUserEvent):
+        return UserEventRecord(ev.name, ev.payload, ev.ltime, ev.coalesce)
+    if isinstance(ev, SerfQueryEvent):
+        return QueryEventRecord(ev.name, ev.payload, ev.ltime, ev.token)
+    return None
+
+
 def member_event_name(ev: MemberEvent) -> str:
     if ev.kind is MemberEventKind.JOIN:
         return "member-join"
@@ -108,7 +168,7 @@ def handler_stats(config: AgentConfig) -> dict[str, str]:
     """Serf's ``event_handlers`` stats section: ``"<event>:<name>": script``."""
     out: dict[str, str] = {}
     for h in config.event_handlers:
-        for word in (h.filter.spec or "*").split(","):
+        for word in str(h.filter).split(","):
             event, _, name = word.strip().partition(":")
             out[f"{event}:{name}"] = h.command
     return out
@@ -143,6 +203,44 @@ class Subscription(AsyncIterator[T]):
         self._recv.close()
 
 
+class _QueryRecords(AsyncIterator[QueryRecord]):
+    """``AgentAPI.query``'s iterator: starts the query at the first ``__anext__``, then yields
+    acks, responses and exactly one ``done``."""
+
+    def __init__(self, node: MembershipNode, params: QueryParams) -> None:
+        self._node = node
+        self._params = params
+        self._stream: QueryStream | None = None
+        self._done = False
+
+    def __aiter__(self) -> _QueryRecords:
+        return self
+
+    async def __anext__(self) -> QueryRecord:
+        if self._done:
+            raise StopAsyncIteration
+        if self._stream is None:
+            try:
+                self._stream = await self._node.query(self._params)
+            except SerfError as exc:
+                raise AgentError(str(exc)) from None
+            except NotRunningError as exc:
+                raise AgentError(str(exc)) from None
+        upd = await self._stream.__anext__()
+        if upd.record_type == "done":
+            self._done = True
+            return QueryRecord(type="done")
+        payload = upd.payload if upd.record_type == "response" else None
+        return QueryRecord(type=upd.record_type, from_=upd.from_, payload=payload)
+
+    async def aclose(self) -> None:
+        self._done = True
+        if self._stream is not None:
+            await self._stream.aclose()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
 class Agent:
     """A running agent (``AgentAPI``); construct, then ``await agent.run()`` for the exit code."""
 
@@ -161,8 +259,8 @@ class Agent:
         self._log: Any = logger or structlog.get_logger().bind(node=self.config.node_name)
         self.notifier = notifier if notifier is not None else Notifier(logger=self._log)
         self._tags = dict(self.config.tags)
-        self._delegate = NullDelegate(encode_tags(self._tags))
         cfg = self.config
+        self.serf_config = cfg.serf_config()
         self.node = MembershipNode(
             cfg.swim_config(),
             cfg.node_name,
@@ -170,15 +268,40 @@ class Agent:
                 cfg.bind, stream_timeout=cfg.swim_config().tcp_timeout, logger=self._log
             ),
             advertise=cfg.advertise,
-            delegate=self._delegate,
+            logger=self._log,
+            serf=self.serf_config,
+            tags=self._tags,
+        )
+        self.supervisor = HandlerSupervisor(
+            cfg.event_handlers,
+            self_name=cfg.node_name,
+            self_tags=self._tags,
+            respond=self._handler_respond,
+            config=SupervisorConfig(
+                timeout=cfg.handler_timeout,
+                kill_grace=cfg.handler_kill_grace,
+                max_response=max_response_payload(cfg.query_response_size_limit, cfg.node_name),
+            ),
             logger=self._log,
         )
+        # The Serf agent's coalescing: member events always, user events when sent with CC.
+        sc = self.serf_config
+        self._coalescer = EventCoalescer(
+            CoalesceConfig(
+                sc.coalesce_period,
+                sc.quiescent_period,
+                sc.user_coalesce_period,
+                sc.user_quiescent_period,
+            )
+        )
+        self.snapshot: SnapshotWriter | None = None
         self._event_subs: list[tuple[EventFilter, trio.MemorySendChannel[EventRecord]]] = []
         self._stop = trio.Event()
         self._stop_leave = False
         self._stopping = False
         self._leave_scope: trio.CancelScope | None = None
         self._tags_lock = trio.Lock()
+        self._rng = random.Random()
         self.exit_code = 0
         self.events_dropped = 0
         self.addr: Address | None = None
@@ -198,7 +321,7 @@ class Agent:
         return dict(self._tags)
 
     def members(self) -> list[RpcMember]:
-        return [rpc_member(m) for m in self.node.members()]
+        return [rpc_serf_member(m) for m in self.node.serf_members()]
 
     async def join(self, addrs: list[str], replay: bool) -> int:
         seeds: list[Address] = []
@@ -211,7 +334,7 @@ class Agent:
         if not seeds:
             raise AgentError("; ".join(errors) or "no addresses to join")
         try:
-            n = await self.node.join(seeds)
+            n = await self.node.join(seeds, replay=replay)
         except JoinError as exc:
             raise AgentError("; ".join([*errors, str(exc)])) from None
         except NotRunningError as exc:
@@ -225,7 +348,11 @@ class Agent:
         self._request_stop(leave=False, reason="rpc_leave")
 
     async def force_leave(self, node: str, prune: bool) -> None:
-        raise AgentError(NOT_SUPPORTED)
+        try:
+            await self.node.force_leave(node, prune)
+        except (SerfError, NotRunningError) as exc:
+            raise AgentError(str(exc)) from None
+        self._log.info("force_leave", member=node, prune=prune)
 
     async def set_tags(self, tags: dict[str, str], delete: list[str]) -> None:
         async with self._tags_lock:
@@ -234,18 +361,75 @@ class Agent:
             await self._apply_tags(new, persist=True)
 
     async def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
-        raise AgentError(NOT_SUPPORTED)
+        try:
+            await self.node.user_event(name, payload, coalesce)
+        except (SerfError, NotRunningError) as exc:
+            raise AgentError(str(exc)) from None
+        self._log.debug("user_event_sent", name=name, size=len(payload), coalesce=coalesce)
 
     def query(self, params: QueryParams) -> AsyncIterator[QueryRecord]:
-        raise AgentError(NOT_SUPPORTED)
+        self._check_query(params)
+        return _QueryRecords(self.node, params)
+
+    def _check_query(self, params: QueryParams) -> None:
+        """Refuse what Serf refuses before the query starts (RPC.md 3, ``query``)."""
+        if params.name.startswith(SERF_PREFIX) and not (
+            params.name == "_serf_ping" and not params.payload
+        ):
+            raise AgentError("Queries cannot contain the '_serf_' prefix")
+        serf = self.node.serf
+        if serf is None or self.addr is None:
+            raise AgentError("the node is not running")
+        # The encoded size, as SerfNode.query will compute it (largest id: a safe estimate).
+        filters = []
+        if params.filter_nodes:
+            filters.append(encode_filter(NodeFilter(tuple(params.filter_nodes))))
+        filters.extend(encode_filter(TagFilter(t, e)) for t, e in params.filter_tags.items())
+        timeout = params.timeout
+        if timeout <= 0:
+            swim = self.config.swim_config()
+            timeout = default_query_timeout(
+                swim.gossip_interval, self.serf_config.query_timeout_mult, serf.num_alive()
+            )
+        q = Query(
+            ltime=serf.query_clock.time(),
+            id=2**31 - 1,
+            addr=self.addr.packed(),
+            port=self.addr.port,
+            source_node=self.node_name,
+            filters=tuple(filters),
+            flags=0,
+            relay_factor=max(0, min(255, params.relay_factor)),
+            timeout_ns=int(timeout * NS),
+            name=params.name,
+            payload=params.payload,
+        )
+        limit = self.serf_config.query_size_limit
+        if len(encode(q)) > limit:
+            raise AgentError(f"query exceeds limit of {limit} bytes")
 
     async def respond(self, token: int, payload: bytes) -> None:
-        raise AgentError(NOT_SUPPORTED)
+        try:
+            await self.node.respond(token, payload)
+        except SerfError as exc:
+            # Serf's wording for every query (RPC.md 3, ``respond``).
+            raise AgentError(f"failed to respond to key query: {exc}") from None
+        except NotRunningError as exc:
+            raise AgentError(str(exc)) from None
+
+    async def _handler_respond(self, token: object, payload: bytes) -> None:
+        """The supervisor's callback: a query handler's output answers the query."""
+        if not isinstance(token, int):
+            raise ResponseRejected("not a query token")
+        try:
+            await self.node.respond(token, payload)
+        except (SerfError, NotRunningError) as exc:
+            raise ResponseRejected(str(exc)) from None
 
     def events(self, filter_spec: str) -> AsyncIterator[EventRecord]:
         try:
-            filt = parse_event_filter(filter_spec)
-        except ValueError:
+            filt = parse_filter(filter_spec)
+        except InvalidEventFilter:
             raise AgentError("Invalid event filter") from None
         send, recv = trio.open_memory_channel[EventRecord](EVENT_BUFFER)
         # Subscribed now, not at the first ``__anext__``: events right after the RPC reply
@@ -262,8 +446,22 @@ class Agent:
         return Subscription(recv, close)
 
     def stats(self) -> dict[str, dict[str, str]]:
-        core = self.node.statistics().core
-        members = core.members if core else 0
+        st = self.node.statistics()
+        core, serf = st.core, st.serf
+        serf_section = {
+            "members": str(serf.members if serf else 0),
+            "failed": str(serf.failed if serf else 0),
+            "left": str(serf.left if serf else 0),
+            "health_score": str(core.health_score if core else 0),
+            "member_time": str(serf.member_time if serf else 0),
+            "event_time": str(serf.event_time if serf else 0),
+            "query_time": str(serf.query_time if serf else 0),
+            "intent_queue": str(serf.intent_queue if serf else 0),
+            "event_queue": str(serf.event_queue if serf else 0),
+            "query_queue": str(serf.query_queue if serf else 0),
+            "encrypted": "false",
+            "coordinate_resets": str(serf.coordinate_resets if serf else 0),
+        }
         return {
             "agent": {"name": self.node_name},
             "runtime": {
@@ -273,19 +471,16 @@ class Agent:
                 "cpu_count": str(os.cpu_count() or 1),
                 "max_procs": str(os.cpu_count() or 1),
             },
-            "serf": {
-                "members": str(members),
-                "failed": str(core.dead if core else 0),
-                "left": str(core.left if core else 0),
-                "health_score": str(core.health_score if core else 0),
-                "encrypted": "false",
-            },
+            "serf": serf_section,
             "tags": dict(self._tags),
             "event_handlers": handler_stats(self.config),
         }
 
     def get_coordinate(self, node: str) -> Coordinate | None:
-        raise AgentError(NOT_SUPPORTED)
+        c = self.node.get_coordinate(node)
+        if c is None:
+            return None
+        return Coordinate(vec=tuple(c.vec), error=c.error, adjustment=c.adjustment, height=c.height)
 
     async def key_operation(self, op: str, key: str) -> KeyResponse:
         """As an unencrypted Serf cluster answers: every alive node reports it has no keyring."""
@@ -301,7 +496,7 @@ class Agent:
             if op == "list"
             else "No keyring to modify (encryption not enabled)"
         )
-        alive = [m.name for m in self.node.members() if m.state in (State.ALIVE, State.SUSPECT)]
+        alive = [m.name for m in self.node.serf_members() if m.status == "alive"]
         n = len(alive)
         return KeyResponse(
             keys={} if op == "list" else None,
@@ -320,22 +515,44 @@ class Agent:
         if cfg.tags_file is not None:
             try:
                 self._tags = await trio.to_thread.run_sync(read_tags_file, cfg.tags_file)
-                self._delegate.meta = encode_tags(self._tags)
+                encode_tags(self._tags)
             except (ConfigError, TagsTooLarge) as exc:
                 self._log.error("config_invalid", error=str(exc))
                 return 1
+            self.node.initial_tags = dict(self._tags)
+            self.supervisor.set_self_tags(self._tags)
+        rejoin: dict[str, str] = {}
         if cfg.snapshot_path is not None:
-            self._log.warning("snapshot_not_supported_yet", path=str(cfg.snapshot_path))
+            # Before the node exists: the core starts from the saved clocks (no old event
+            # can be delivered again) and no socket is open yet.
+            state = await load_snapshot(cfg.snapshot_path, self._log)
+            self.node.restored = state
+            rejoin = state.rejoin_targets(cfg.rejoin_after_leave)
+            rejoin.pop(cfg.node_name, None)
+            self.snapshot = SnapshotWriter(
+                cfg.snapshot_path,
+                state,
+                rejoin_after_leave=cfg.rejoin_after_leave,
+                log=self._log,
+            )
         sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         with trio.open_signal_receiver(*sigs) as signals:
             async with trio.open_nursery() as nursery:
-                self.addr = await nursery.start(self.node.run)
+                if self.snapshot is not None:
+                    await nursery.start(self.snapshot.run)
+                    nursery.start_soon(self._snapshot_clock, self.snapshot)
+                await nursery.start(self.supervisor.run)
+                self.addr = await nursery.start(self._run_node)
                 nursery.start_soon(self._pump_events)
                 nursery.start_soon(self._handle_signals, signals)
                 await self._start_rpc(nursery)
+                if rejoin:
+                    nursery.start_soon(self._rejoin, rejoin)
                 if cfg.start_join:
                     try:
-                        n = await self.node.join(cfg.join_addresses(cfg.start_join))
+                        n = await self.node.join(
+                            cfg.join_addresses(cfg.start_join), replay=cfg.replay_on_join
+                        )
                         self._log.info("start_join_done", joined=n)
                     except JoinError as exc:
                         # Serf: a failed start join stops the agent with an error.
@@ -360,6 +577,14 @@ class Agent:
         self._log.info("agent_stopped", exit_code=self.exit_code)
         return self.exit_code
 
+    async def _run_node(self, *, task_status: trio.TaskStatus[Address]) -> None:
+        await self.node.run(task_status=task_status)
+        # run() returned by itself: the core stopped the node (lost a name conflict).
+        if not self._stopping:
+            self._log.error("node_stopped_unexpectedly", reason=self.node.stopped_by_core)
+            self.exit_code = 1
+            self._request_stop(leave=False, reason=self.node.stopped_by_core or "node_stopped")
+
     def _request_stop(self, *, leave: bool, reason: str) -> None:
         if self._stop.is_set():
             return
@@ -373,10 +598,16 @@ class Agent:
         if not self._stopping:
             self._stopping = True
             self.notifier.stopping(status="leaving")
+        if self.snapshot is not None:
+            self.snapshot.leave()
         timeout = self.config.broadcast_timeout
+        sc = self.serf_config
         with trio.CancelScope() as scope:
             self._leave_scope = scope
-            scope.deadline = trio.current_time() + timeout + 1.0
+            # Leave intent (<= broadcast_timeout), memberlist leave (<= timeout), then
+            # leave_propagate_delay; one more second of slack.
+            limit = sc.broadcast_timeout + timeout + sc.leave_propagate_delay + 1.0
+            scope.deadline = trio.current_time() + limit
             try:
                 timed_out = await self.node.leave(timeout)
                 self._log.info("left", timed_out=timed_out)
@@ -429,6 +660,8 @@ class Agent:
             self.settings.level = new.log_level
             changed.append("log_level")
         if new.event_handlers != old.event_handlers:
+            # Unchanged handlers keep their queues; removed ones finish what they have.
+            self.supervisor.update(new.event_handlers)
             changed.append("event_handlers")
         if tags != self._tags:
             try:
@@ -457,15 +690,12 @@ class Agent:
 
     async def _apply_tags(self, new: dict[str, str], *, persist: bool) -> None:
         try:
-            meta = encode_tags(new)
-        except TagsTooLarge as exc:
+            encode_tags(new)
+            await self.node.set_tags(new)
+        except (TagsTooLarge, SerfError, NotRunningError) as exc:
             raise AgentError(str(exc)) from None
         old, self._tags = self._tags, new
-        self._delegate.meta = meta
-        try:
-            await self.node.update_meta()
-        except NotRunningError as exc:
-            raise AgentError(str(exc)) from None
+        self.supervisor.set_self_tags(new)
         self._log.info("tags_updated", tags=new, previous=old)
         path = self.config.tags_file
         if persist and path is not None:
@@ -482,7 +712,7 @@ class Agent:
         while True:
             attempt += 1
             try:
-                n = await self.node.join(seeds)
+                n = await self.node.join(seeds, replay=cfg.replay_on_join)
                 self._log.info("retry_join_done", joined=n, attempt=attempt)
                 return
             except JoinError as exc:
@@ -495,22 +725,85 @@ class Agent:
                 return
             await trio.sleep(cfg.retry_interval)
 
-    async def _pump_events(self) -> None:
-        """Membership events -> ``stream`` subscribers (each bounded and lossy)."""
-        async for ev in self.node.events:
-            if not isinstance(ev, MemberEvent):
+    async def _rejoin(self, targets: dict[str, str]) -> None:
+        """Snapshot restart: rejoin the members last seen alive, one at a time in random order
+        (serf handleRejoin), without the user events the cluster already has."""
+        items = list(targets.items())
+        self._rng.shuffle(items)
+        for name, text in items:
+            try:
+                addr = parse_join_address(text)
+            except ValueError:
+                self._log.warning("snapshot_rejoin_skipped", member=name, addr=text)
                 continue
-            rec = MemberEventRecord(member_event_name(ev), (rpc_member(ev.member),))
-            for sub in list(self._event_subs):
-                filt, send = sub
-                if not filt.matches(rec.event):
-                    continue
+            try:
+                await self.node.join([addr], replay=False)
+            except JoinError as exc:
+                self._log.debug("snapshot_rejoin_attempt_failed", member=name, errors=exc.errors)
+                continue
+            except NotRunningError:
+                return
+            self._log.info("snapshot_rejoined", member=name, addr=text)
+            return
+        self._log.warning("snapshot_rejoin_failed", tried=len(items))
+
+    async def _snapshot_clock(self, writer: SnapshotWriter) -> None:
+        """Record the member clock every 500 ms (it also moves with intents, not only events)."""
+        while True:
+            await trio.sleep(SNAPSHOT_CLOCK_INTERVAL)
+            serf = self.node.serf
+            if serf is not None:
+                writer.clock(serf.clock.time())
+
+    async def _pump_events(self) -> None:
+        """The event pipeline (module docstring): snapshot, coalescer, handlers, streams.
+
+        Waits on the node's events with the coalescer's next deadline as its timeout, so a
+        quiet window is flushed on time.  Never waits on a consumer.
+        """
+        events = self.node.events
+        coalescer = self._coalescer
+        while True:
+            deadline = coalescer.next_deadline()
+            ev: object = None
+            ended = False
+            with trio.move_on_at(math.inf if deadline is None else deadline):
                 try:
-                    send.send_nowait(rec)
-                except trio.WouldBlock:
-                    self.events_dropped += 1
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._event_subs.remove(sub)
+                    ev = await events.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    ended = True
+            now = trio.current_time()
+            ready = coalescer.flush(now)
+            if isinstance(ev, SerfMemberEvent | SerfUserEvent | SerfQueryEvent):
+                if self.snapshot is not None:
+                    self.snapshot.record(ev)
+                    serf = self.node.serf
+                    if isinstance(ev, SerfMemberEvent) and serf is not None:
+                        self.snapshot.clock(serf.clock.time())
+                ready.extend(coalescer.add(now, ev))
+            if ended:
+                ready.extend(coalescer.drain())
+            for item in ready:
+                self._deliver(item)
+            if ended:
+                return
+
+    def _deliver(self, ev: object) -> None:
+        """One (coalesced) event to the handlers and the matching RPC streams; never waits."""
+        self.supervisor.enqueue(ev)
+        rec = event_record(ev)
+        if rec is None:
+            return
+        for sub in list(self._event_subs):
+            filt, send = sub
+            if not filt.match(ev):
+                continue
+            try:
+                send.send_nowait(rec)
+            except trio.WouldBlock:
+                self.events_dropped += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._event_subs.remove(sub)
 
     def _progress(self) -> tuple[int, ...]:
         core = self.node.statistics().core

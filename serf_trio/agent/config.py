@@ -8,8 +8,8 @@ Rules this module owns:
   and ``event_handlers`` append (Serf's ``MergeConfig`` does the same).
 * **Values**: durations take Serf's form (``"5s"``, ``"500ms"``, ``"1m30s"``, ``"24h"``) or a
   number of seconds; addresses are literal IPs with an optional port (7946 for gossip, 7373 for
-  RPC when omitted).  Event handler specs are ``[FILTER=]COMMAND`` with a filter validated
-  against RPC.md section 6.
+  RPC when omitted).  Event handler specs are ``[FILTER=]COMMAND`` with Serf's filter syntax
+  (``serf_trio.serf.filters``, RPC.md section 6).
 * **Errors**: every problem raises ``ConfigError`` whose message is one line naming the file (or
   "command line") and the key.  Nothing here does I/O beyond reading the named files.
 
@@ -30,6 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from serf_trio.serf.config import AGENT_DEFAULTS, SerfConfig
+from serf_trio.serf.filters import (
+    EventFilter,
+    HandlerSpec,
+    InvalidHandlerSpec,
+    parse_filter,
+    parse_handler_spec,
+)
 from serf_trio.serf.tags import TagsTooLarge, encode_tags
 from serf_trio.swim.api import Address
 from serf_trio.swim.config import PROFILES, SwimConfig
@@ -49,8 +57,6 @@ LOG_LEVELS = {
     "err": "ERR",
     "error": "ERR",
 }
-
-MEMBER_EVENTS = ("member-join", "member-leave", "member-failed", "member-update", "member-reap")
 
 
 class ConfigError(Exception):
@@ -129,81 +135,21 @@ def parse_join_address(text: str) -> Address:
     return _parse_hostport(rest, DEFAULT_GOSSIP_PORT)
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """A parsed Serf event filter (RPC.md 6): the events and names it lets through."""
-
-    spec: str
-    member_events: frozenset[str]
-    user_all: bool = False
-    user_names: frozenset[str] = frozenset()
-    query_all: bool = False
-    query_names: frozenset[str] = frozenset()
-
-    def matches(self, event: str, name: str = "") -> bool:
-        """``event`` is member-*, ``user`` or ``query``; ``name`` the user event/query name."""
-        if event == "user":
-            return self.user_all or name in self.user_names
-        if event == "query":
-            return self.query_all or name in self.query_names
-        return event in self.member_events
-
-
 def parse_event_filter(spec: str) -> EventFilter:
-    """Parse ``member-join,user:deploy,...``; ``""`` and ``*`` match everything."""
-    members: set[str] = set()
-    user_all = query_all = False
-    user_names: set[str] = set()
-    query_names: set[str] = set()
-    for raw in spec.split(",") if spec.strip() else ["*"]:
-        word = raw.strip()
-        if word == "*":
-            members.update(MEMBER_EVENTS)
-            user_all = query_all = True
-        elif word in MEMBER_EVENTS:
-            members.add(word)
-        elif word == "user":
-            user_all = True
-        elif word == "query":
-            query_all = True
-        elif word.startswith("user:") and len(word) > 5:
-            user_names.add(word[5:])
-        elif word.startswith("query:") and len(word) > 6:
-            query_names.add(word[6:])
-        else:
-            raise _BadValue(f"invalid event filter {word!r} in {spec!r}")
-    return EventFilter(
-        spec,
-        frozenset(members),
-        user_all,
-        frozenset(user_names),
-        query_all,
-        frozenset(query_names),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerSpec:
-    """One ``[FILTER=]COMMAND`` event handler (run later by the handler supervisor)."""
-
-    filter: EventFilter
-    command: str
-
-    @property
-    def text(self) -> str:
-        return f"{self.filter.spec}={self.command}" if self.filter.spec else self.command
+    """A Serf event filter (RPC.md 6, ``serf_trio.serf.filters``): words are not trimmed
+    (``" member-join"`` is invalid, as in Serf), ``user:`` matches every user event.
+    ``InvalidEventFilter`` (a ``ValueError``) for an unknown word."""
+    return parse_filter(spec)
 
 
 def parse_handler(value: object) -> HandlerSpec:
     """Split at the first ``=`` (RPC.md 6): ``deploy.sh``, ``user:deploy=./deploy.sh``."""
     if not isinstance(value, str) or not value.strip():
         raise _BadValue(f'expected "[FILTER=]COMMAND", got {value!r}')
-    filt, sep, command = value.partition("=")
-    if not sep:
-        filt, command = "", value
-    if not command.strip():
-        raise _BadValue(f"event handler {value!r} has no command")
-    return HandlerSpec(parse_event_filter(filt), command)
+    try:
+        return parse_handler_spec(value)
+    except InvalidHandlerSpec as exc:
+        raise _BadValue(str(exc)) from None
 
 
 def _str(value: object) -> str:
@@ -346,6 +292,9 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "query_size_limit": _int_in(1, 64 * 1024),
     # Serf caps user events at 9 KiB (UserEventSizeLimit must stay under a UDP packet).
     "user_event_size_limit": _int_in(1, 9 * 1024),
+    # serf-trio extensions: limits of one handler run (Serf has no timeout at all).
+    "handler_timeout": parse_duration,
+    "handler_kill_grace": parse_duration,
 }
 
 _LIST_KEYS = frozenset({"start_join", "retry_join", "event_handlers"})
@@ -402,9 +351,24 @@ class AgentConfig:
     query_response_size_limit: int = 1024
     query_size_limit: int = 1024
     user_event_size_limit: int = 512
+    handler_timeout: float = 60.0  # seconds one handler run may take before SIGTERM
+    handler_kill_grace: float = 3.0  # seconds between SIGTERM and SIGKILL
 
     def swim_config(self) -> SwimConfig:
         return PROFILES[self.profile]
+
+    def serf_config(self) -> SerfConfig:
+        """The Serf layer's knobs: Serf's agent defaults plus this config's overrides."""
+        return dataclasses.replace(
+            AGENT_DEFAULTS,
+            broadcast_timeout=self.broadcast_timeout,
+            reconnect_interval=self.reconnect_interval,
+            reconnect_timeout=self.reconnect_timeout,
+            tombstone_timeout=self.tombstone_timeout,
+            user_event_size_limit=self.user_event_size_limit,
+            query_size_limit=self.query_size_limit,
+            query_response_size_limit=self.query_response_size_limit,
+        )
 
     def join_addresses(self, which: Sequence[str]) -> list[Address]:
         return [parse_join_address(a) for a in which]
@@ -517,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--replay", dest="replay_on_join", action="store_const", const=True)
     a("--rejoin", dest="rejoin_after_leave", action="store_const", const=True)
     a("--leave-on-terminate", action="store_const", const=True)
+    a("--handler-timeout", metavar="DURATION", help="kill a handler run after this long")
+    a("--handler-kill-grace", metavar="DURATION", help="SIGTERM to SIGKILL delay")
     a("--skip-leave-on-interrupt", action="store_const", const=True)
     return p
 

@@ -13,6 +13,17 @@
 * the **sender**: drains the outgoing-packet channel into ``Transport.send_packet``;
 * one short-lived task per ``OpenStream`` effect, which posts its ``StreamOutcome`` back.
 
+The core is a ``Memberlist`` by default (the runner, the demo, the memberlist tests) or, when
+a ``SerfConfig`` is given, a ``serf.node.SerfNode`` (the agent), which owns a ``Memberlist`` and
+is driven the same way.  With Serf the node also takes the Serf commands (``user_event``,
+``query``, ``respond``, ``set_tags``, ``force_leave``), publishes Serf's events
+(``SerfMemberEvent``, ``SerfUserEvent``, ``SerfQueryEvent``) on ``events`` instead of memberlist's
+``MemberEvent``, routes each ``QueryUpdate`` to the ``QueryStream`` of the query it belongs to,
+stops *without leaving* when it loses a name-conflict resolution (Serf: "minority in name
+conflict resolution, quitting"), and answers ``leave()`` only ``leave_propagate_delay`` after
+the core's ``LeaveDone`` (Serf's LeavePropagateDelay: the node keeps gossiping meanwhile so its
+leave spreads).
+
 The bus (every channel bounded; sizes in ``BusSizes``):
 
 ============  ======================  ==========================  ======================  =====
@@ -29,6 +40,9 @@ events        core driver             the application             drop + count (
                                       (``MembershipNode.events``)  ``event_dropped``): a
                                                                   slow consumer must not
                                                                   stall failure detection
+query (each)  core driver             the ``QueryStream`` of one  acks/responses: drop +   512
+                                      query (``node.query()``)    count; the final "done"
+                                                                  is a flag, never dropped
 ============  ======================  ==========================  ======================  =====
 
 Reads of views (``members()``, ``statistics()``) call the core's read-only methods directly from
@@ -46,17 +60,29 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import structlog
 import trio
 
+from serf_trio.serf.config import SerfConfig
+from serf_trio.serf.coordinate import Coordinate
+from serf_trio.serf.effects import (
+    QueryUpdate,
+    SerfEffect,
+    SerfMemberEvent,
+    SerfQueryEvent,
+    SerfUserEvent,
+)
+from serf_trio.serf.members import SerfMember
+from serf_trio.serf.node import RestoredState, SerfError, SerfNode, SerfStats
+from serf_trio.serf.query import QueryParamsLike
+from serf_trio.serf.tags import TagsTooLarge
 from serf_trio.swim.api import (
     Address,
     Delegate,
-    Effect,
     JoinDone,
     LeaveDone,
     MemberEvent,
@@ -75,7 +101,19 @@ from .transport import Datagram, Transport, TransportError, TransportStats
 
 T = TypeVar("T")
 
-NodeEvent = MemberEvent | Notice | Violation | JoinDone | LeaveDone
+NodeEvent = (
+    MemberEvent
+    | Notice
+    | Violation
+    | JoinDone
+    | LeaveDone
+    | SerfMemberEvent
+    | SerfUserEvent
+    | SerfQueryEvent
+)
+Core = Memberlist | SerfNode
+
+QUERY_BUFFER = 512  # records buffered per running query before acks/responses are dropped
 
 
 class JoinError(Exception):
@@ -88,6 +126,60 @@ class JoinError(Exception):
 
 class NotRunningError(RuntimeError):
     """An API call that needs the driver was made before ``run`` started (or after it ended)."""
+
+
+class NotSerfError(RuntimeError):
+    """A Serf command on a node that drives a bare ``Memberlist``."""
+
+
+class QueryStream:
+    """The records of one query we started: ``QueryUpdate`` acks/responses, then exactly one
+    ``done`` (also when the node stops first).  Iterate it with ``async for``.
+
+    The driver feeds it without waiting: acks and responses beyond ``QUERY_BUFFER`` unread ones
+    are dropped (counted in ``dropped``); "done" is a flag plus the end of the channel, so it
+    can never be lost.
+    """
+
+    def __init__(self, size: int = QUERY_BUFFER) -> None:
+        self._send, self._recv = trio.open_memory_channel[QueryUpdate](size)
+        self.query_id = 0
+        self.dropped = 0
+        self._done = False
+        self._yielded_done = False
+
+    # driver side (never waits)
+    def _offer(self, upd: QueryUpdate) -> None:
+        if upd.record_type == "done":
+            self._finish()
+            return
+        try:
+            self._send.send_nowait(upd)
+        except trio.WouldBlock:
+            self.dropped += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the consumer went away; "done" still ends the entry
+
+    def _finish(self) -> None:
+        self._done = True
+        self._send.close()
+
+    # consumer side
+    def __aiter__(self) -> QueryStream:
+        return self
+
+    async def __anext__(self) -> QueryUpdate:
+        if self._yielded_done:
+            raise StopAsyncIteration
+        try:
+            return await self._recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._yielded_done = True
+            return QueryUpdate(self.query_id, "done")
+
+    async def aclose(self) -> None:
+        self._recv.close()
+        await trio.lowlevel.checkpoint()
 
 
 class _Reply(Generic[T]):
@@ -145,6 +237,7 @@ class Periodic:
 class JoinCommand:
     seeds: tuple[Address, ...]
     reply: _Reply[JoinDone]
+    replay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +251,25 @@ class UpdateMetaCommand:
     reply: _Reply[None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """The answer of a Serf command: ``error`` is Serf's text when the core refused it."""
+
+    error: str = ""
+    value: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SerfCommand:
+    """Run ``call(core, now)`` in the driver (a Serf command); its effects are executed and
+    ``SerfError``/``TagsTooLarge`` become ``_Outcome.error``.  ``query`` registers a stream
+    for the query id the call returns."""
+
+    call: Callable[[SerfNode, float], tuple[int, list[SerfEffect]]]
+    reply: _Reply[_Outcome]
+    query: QueryStream | None = None
+
+
 CoreInput = (
     Datagram
     | StreamRequest
@@ -166,6 +278,7 @@ CoreInput = (
     | JoinCommand
     | LeaveCommand
     | UpdateMetaCommand
+    | SerfCommand
 )
 
 
@@ -185,6 +298,7 @@ class NodeStats:
     """A snapshot of the runtime's counters (the core's own are in ``core``)."""
 
     core: SwimStats | None  # the core's own counters (None before run)
+    serf: SerfStats | None  # Serf's counters (None before run or without Serf)
     transport: TransportStats
     outgoing_dropped: int
     events_dropped: int
@@ -202,6 +316,13 @@ class MembershipNode:
     ``advertise`` is the address peers are told (default: the bound address; a port of 0 takes
     the bound port).  ``events`` receives every ``MemberEvent``, ``Notice``, ``Violation``,
     ``JoinDone`` and ``LeaveDone``; it is bounded and lossy (see the module docstring).
+
+    With ``serf`` set the core is a ``SerfNode`` (``tags`` its initial tags, ``restored`` the
+    clocks read from a snapshot; both may also be set as ``initial_tags`` / ``restored`` before
+    ``run``: the core witnesses the restored clocks before it handles any packet, so no event
+    older than them is delivered again) and ``events`` carries Serf's member,
+    user and query events in place of ``MemberEvent``; ``delegate`` is then unused (the Serf
+    core is memberlist's delegate).
     """
 
     def __init__(
@@ -215,8 +336,17 @@ class MembershipNode:
         rng: random.Random | None = None,
         logger: Any = None,
         sizes: BusSizes = BusSizes(),
+        serf: SerfConfig | None = None,
+        tags: Mapping[str, str] | None = None,
+        restored: RestoredState | None = None,
     ) -> None:
         self.config = config
+        self.serf_config = serf
+        # Read when ``run`` builds the Serf core (set them before ``run``).
+        self.initial_tags: dict[str, str] = dict(tags or {})
+        self.restored = restored
+        self._queries: dict[int, QueryStream] = {}
+        self._stopped_by_core = ""
         self.name = name
         self.transport = transport
         self._advertise = advertise
@@ -224,7 +354,7 @@ class MembershipNode:
         self._rng = rng if rng is not None else random.Random()
         self._log: Any = logger if logger is not None else structlog.get_logger().bind(node=name)
         self._sizes = sizes
-        self._core: Memberlist | None = None
+        self._core: Core | None = None
         self._input: trio.MemorySendChannel[CoreInput] | None = None
         self._events_send, self.events = trio.open_memory_channel[NodeEvent](sizes.events)
         self._local: deque[CoreInput] = deque()  # inputs the driver makes for itself
@@ -258,10 +388,7 @@ class MembershipNode:
                     if adv.port == 0:
                         adv = Address(adv.host, bound.port)
                     self.addr = adv
-                    now = trio.current_time()
-                    self._core = Memberlist(
-                        self.config, self.name, adv, rng=self._rng, now=now, delegate=self._delegate
-                    )
+                    self._core = self._make_core(adv, trio.current_time())
                     self._input = input_send
                     nursery.start_soon(self._sender, out_recv)
                     nursery.start_soon(self._periodic, "probe", input_send.clone())
@@ -275,17 +402,46 @@ class MembershipNode:
                 self._input = None
                 # Consumers iterating ``events`` see the end of the channel: ``run`` is one-shot.
                 self._events_send.close()
+                # Every running query still gets its single "done".
+                for stream in self._queries.values():
+                    stream._finish()
+                self._queries.clear()
                 self._log.info("node_stopped")
+
+    def _make_core(self, adv: Address, now: float) -> Core:
+        if self.serf_config is None:
+            return Memberlist(
+                self.config, self.name, adv, rng=self._rng, now=now, delegate=self._delegate
+            )
+        # The restored clocks are witnessed before the first packet can arrive: the transport
+        # is bound but the driver, the only reader of its input, has not started yet.
+        return SerfNode(
+            self.serf_config,
+            self.config,
+            self.name,
+            adv,
+            rng=self._rng,
+            now=now,
+            tags=self.initial_tags,
+            restored=self.restored,
+        )
+
+    @property
+    def stopped_by_core(self) -> str:
+        """Why the node stopped itself ("" if it did not): ``name_conflict``."""
+        return self._stopped_by_core
 
     def stop(self) -> None:
         """Cancel ``run`` (an abrupt stop: call ``leave`` first for a graceful one)."""
         if self._cancel is not None:
             self._cancel.cancel()
 
-    async def join(self, seeds: Sequence[Address]) -> int:
-        """Push/pull with each seed; the number synced.  ``JoinError`` if none could be."""
+    async def join(self, seeds: Sequence[Address], *, replay: bool = False) -> int:
+        """Push/pull with each seed; the number synced.  ``JoinError`` if none could be.
+
+        ``replay`` (Serf only): deliver the user events the cluster already had."""
         reply: _Reply[JoinDone] = _Reply()
-        await self._post(JoinCommand(tuple(seeds), reply))
+        await self._post(JoinCommand(tuple(seeds), reply, replay))
         done = await reply.wait()
         if done.joined == 0:
             raise JoinError(done.errors)
@@ -299,7 +455,11 @@ class MembershipNode:
         """
         reply: _Reply[LeaveDone] = _Reply()
         await self._post(LeaveCommand(timeout, reply))
-        return (await reply.wait()).timed_out
+        done = await reply.wait()
+        if self.serf_config is not None:
+            # Serf LeavePropagateDelay: keep gossiping a moment so the leave reaches everyone.
+            await trio.sleep(self.serf_config.leave_propagate_delay)
+        return done.timed_out
 
     async def update_meta(self) -> None:
         """Re-read the delegate's metadata and broadcast it (incarnation + 1)."""
@@ -307,16 +467,78 @@ class MembershipNode:
         await self._post(UpdateMetaCommand(reply))
         await reply.wait()
 
+    # -- Serf commands (``SerfError`` carries Serf's text; ``NotSerfError`` without Serf) ------
+
+    async def _serf_call(
+        self,
+        call: Callable[[SerfNode, float], tuple[int, list[SerfEffect]]],
+        query: QueryStream | None = None,
+    ) -> int:
+        if self.serf_config is None:
+            raise NotSerfError("this node runs without the Serf layer")
+        reply: _Reply[_Outcome] = _Reply()
+        await self._post(SerfCommand(call, reply, query))
+        outcome = await reply.wait()
+        if outcome.error:
+            raise SerfError(outcome.error)
+        return outcome.value
+
+    async def user_event(self, name: str, payload: bytes, coalesce: bool = False) -> None:
+        """Send a user event (delivered here too); ``SerfError`` past the size limit."""
+        await self._serf_call(lambda c, now: (0, c.user_event(now, name, payload, coalesce)))
+
+    async def query(self, params: QueryParamsLike) -> QueryStream:
+        """Start a query; iterate the returned stream for acks, responses and one "done"."""
+        stream = QueryStream()
+        stream.query_id = await self._serf_call(lambda c, now: c.query(now, params), stream)
+        return stream
+
+    async def respond(self, token: int, payload: bytes) -> None:
+        """Answer a delivered ``SerfQueryEvent``; ``SerfError``: late, second, too large."""
+        await self._serf_call(lambda c, now: (0, c.respond(now, token, payload)))
+
+    async def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Replace our tags (peers see member-update); ``SerfError`` past 512 encoded bytes."""
+        new = dict(tags)
+        await self._serf_call(lambda c, now: (0, c.set_tags(now, new)))
+
+    async def force_leave(self, node: str, prune: bool = False) -> None:
+        """Broadcast a leave intent for ``node``: failed -> left, ``prune`` erases it."""
+        await self._serf_call(lambda c, now: (0, c.force_leave(now, node, prune)))
+
+    def get_coordinate(self, name: str) -> Coordinate | None:
+        core = self._core
+        return core.get_coordinate(name) if isinstance(core, SerfNode) else None
+
+    @property
+    def serf(self) -> SerfNode | None:
+        """The Serf core for read-only views (``None`` before ``run`` or without Serf)."""
+        return self._core if isinstance(self._core, SerfNode) else None
+
+    def serf_members(self) -> list[SerfMember]:
+        core = self.serf
+        return core.members() if core is not None else []
+
+    # -- views ---------------------------------------------------------------------------
+
     def members(self) -> list[MemberInfo]:
         """Every known node including ourselves, in any state ([] before ``run``)."""
-        return self._core.members() if self._core is not None else []
+        core = self._core
+        if core is None:
+            return []
+        return core.memberlist.members() if isinstance(core, SerfNode) else core.members()
 
     def member(self, name: str) -> MemberInfo | None:
-        return self._core.member(name) if self._core is not None else None
+        core = self._core
+        if core is None:
+            return None
+        return core.memberlist.member(name) if isinstance(core, SerfNode) else core.member(name)
 
     def statistics(self) -> NodeStats:
+        serf = self.serf
         return NodeStats(
             core=self._core.statistics() if self._core is not None else None,
+            serf=serf.serf_statistics() if serf is not None else None,
             transport=self.transport.statistics(),
             outgoing_dropped=self._outgoing_dropped,
             events_dropped=self._events_dropped,
@@ -391,7 +613,7 @@ class MembershipNode:
 
     async def _drive(
         self,
-        core: Memberlist,
+        core: Core,
         inputs: trio.MemoryReceiveChannel[CoreInput],
         out: trio.MemorySendChannel[SendPacket | _Flush],
     ) -> None:
@@ -407,14 +629,18 @@ class MembershipNode:
                     with trio.move_on_at(math.inf if deadline is None else deadline):
                         item = await inputs.receive()
                 now = trio.current_time()
-                effects: list[Effect] = []
+                effects: list[SerfEffect] = []
                 if deadline is not None and now >= deadline:
                     effects.extend(core.tick(now))
                 if item is not None:
                     effects.extend(self._dispatch(core, now, item))
                 self._execute(effects, out, streams)
+                if self._stopped_by_core:
+                    # Serf: the minority of a name conflict shuts down without leaving.
+                    self.stop()
+                    return
 
-    def _dispatch(self, core: Memberlist, now: float, item: CoreInput) -> list[Effect]:
+    def _dispatch(self, core: Core, now: float, item: CoreInput) -> Sequence[SerfEffect]:
         if isinstance(item, Datagram):
             return core.handle_packet(now, item.src, item.data)
         if isinstance(item, StreamRequest):
@@ -432,19 +658,36 @@ class MembershipNode:
             self._push_pull_period = core.push_pull_period()
             return effects
         if isinstance(item, JoinCommand):
-            request_id, effects = core.join(now, item.seeds)
+            if isinstance(core, SerfNode):
+                request_id, effects = core.join(now, item.seeds, replay=item.replay)
+            else:
+                request_id, effects = core.join(now, item.seeds)
             self._join_waiters[request_id] = item.reply
             return effects
         if isinstance(item, LeaveCommand):
             self._leave_waiters.append(item.reply)
             return core.leave(now, item.timeout)
-        effects = core.update_meta(now)
+        if isinstance(item, SerfCommand):
+            assert isinstance(core, SerfNode)  # _serf_call checks serf_config
+            try:
+                value, effects = item.call(core, now)
+            except (SerfError, TagsTooLarge) as exc:
+                item.reply.set(_Outcome(error=str(exc)))
+                return []
+            if item.query is not None:
+                self._queries[value] = item.query
+            item.reply.set(_Outcome(value=value))
+            return effects
+        # update_meta is memberlist's; with Serf, tags change through set_tags.
+        meta_effects = (
+            core.set_tags(now, core.tags) if isinstance(core, SerfNode) else core.update_meta(now)
+        )
         item.reply.set(None)
-        return effects
+        return meta_effects
 
     def _execute(
         self,
-        effects: list[Effect],
+        effects: list[SerfEffect],
         out: trio.MemorySendChannel[SendPacket | _Flush],
         streams: trio.Nursery,
     ) -> None:
@@ -477,6 +720,13 @@ class MembershipNode:
                     self._streams_active += 1
                     streams.start_soon(self._run_stream, eff)
                 continue
+            elif isinstance(eff, QueryUpdate):
+                stream = self._queries.get(eff.query_id)
+                if stream is not None:
+                    if eff.record_type == "done":
+                        del self._queries[eff.query_id]
+                    stream._offer(eff)
+                continue
             self._report(eff)
             self._publish(eff)
 
@@ -491,8 +741,25 @@ class MembershipNode:
             else:
                 event = "member_update"
             log.info(event, member=m.name, addr=str(m.addr), incarnation=m.incarnation)
+        elif isinstance(eff, SerfMemberEvent):
+            for sm in eff.members:
+                log.info(
+                    eff.kind.replace("-", "_"),
+                    member=sm.name,
+                    addr=str(sm.addr),
+                    status=sm.status,
+                )
+        elif isinstance(eff, SerfUserEvent):
+            log.debug("user_event", name=eff.name, ltime=eff.ltime, size=len(eff.payload))
+        elif isinstance(eff, SerfQueryEvent):
+            log.debug("query_event", name=eff.name, ltime=eff.ltime, source=eff.source_node)
         elif isinstance(eff, Notice):
-            log.info(eff.event, **{k: _loggable(v) for k, v in eff.fields.items()})
+            fields = {k: _loggable(v) for k, v in eff.fields.items()}
+            if eff.event == "name_conflict_resolution" and eff.fields.get("won") is False:
+                log.error("name_conflict_lost", **fields)
+                self._stopped_by_core = "name_conflict"
+            else:
+                log.info(eff.event, **fields)
         elif isinstance(eff, Violation):
             self._violations += 1
             log.warning("packet_dropped", source=eff.source, reason=eff.reason)

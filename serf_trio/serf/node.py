@@ -376,7 +376,10 @@ class SerfNode:
         msg = UserEvent(self.event_clock.time(), name, payload, coalesce)
         raw = encode(msg)
         if len(raw) > limit:
-            raise SerfError(f"user event exceeds configured limit of {limit} bytes after encoding")
+            # Wording of the real agent (serf.go UserEvent), checked against it.
+            raise SerfError(
+                f"encoded user event exceeds configured limit of {limit} bytes after encoding"
+            )
         self.event_clock.increment()
 
         def call() -> list[Effect]:

@@ -161,8 +161,9 @@ def one_line_error(argv: list[str]) -> str:
         ({"tags": {"a": 1}}, "tags", "string"),
         ({"tags": {"k": "v" * 600}}, "tags", "512 bytes"),
         ({"start_join": ["host.example"]}, "start_join", "literal IP"),
-        ({"event_handlers": ["bogus=./x.sh"]}, "event_handlers", "invalid event filter"),
-        ({"event_handlers": ["user="]}, "event_handlers", "no command"),
+        ({"event_handlers": ["bogus=./x.sh"]}, "event_handlers", "Invalid event script"),
+        ({"event_handlers": [" member-join=./x.sh"]}, "event_handlers", "Invalid event script"),
+        ({"event_handlers": ["user="]}, "event_handlers", "empty command"),
         ({"profile": "moon"}, "profile", "lan, wan, local"),
         ({"log_level": "loud"}, "log_level", "unknown log level"),
         ({"log_format": "xml"}, "log_format", "json"),
@@ -240,20 +241,22 @@ def test_tags_and_tags_file_conflict(tmp_path: Path) -> None:
 
 
 def test_event_filters() -> None:
-    f = parse_event_filter("member-join, user:deploy,query")
+    # Serf semantics (serf_trio.serf.filters): words are not trimmed; "user:" is every user event
+    f = parse_event_filter("member-join,user:deploy,query")
     assert f.matches("member-join") and not f.matches("member-leave")
     assert f.matches("user", "deploy") and not f.matches("user", "x")
     assert f.matches("query", "anything")
     everything = parse_event_filter("")
     assert everything.matches("member-reap") and everything.matches("user", "x")
-    for bad in ("user:", "members", "member-join,,"):
+    assert parse_event_filter("user:").matches("user", "any-name")
+    for bad in (" member-join", "members", "member-join,,", "member-join, user"):
         with pytest.raises(ValueError):
             parse_event_filter(bad)
 
 
 def test_handler_split_at_first_equals() -> None:
     h = parse_handler("user:deploy=./deploy.sh X=1")
-    assert (h.filter.spec, h.command) == ("user:deploy", "./deploy.sh X=1")
+    assert (str(h.filter), h.command) == ("user:deploy", "./deploy.sh X=1")
     assert parse_handler("./plain.sh").filter.matches("member-failed")
 
 
