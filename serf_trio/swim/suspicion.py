@@ -8,6 +8,11 @@ start.  The record is pure data: the node's timer heap owns the wall-clock side 
 
 With Lifeguard disabled the record behaves as plain SWIM: ``k = 0``, the timeout is ``min`` and
 confirmations never count.
+
+``last_chances`` counts the direct reminders the node sent when the timer ran out before the
+suspicion was fully confirmed (a deliberate improvement over memberlist 0.2.2, see
+``node.Memberlist._suspicion_fired``); ``fully_confirmed`` says whether all ``k`` wanted
+confirmations came, i.e. the timer shrank to ``min`` as memberlist's does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,16 @@ from .formulas import remaining_suspicion_time
 
 
 class Suspicion:
-    __slots__ = ("confirmers", "deadline", "k", "max_timeout", "min_timeout", "n", "start")
+    __slots__ = (
+        "confirmers",
+        "deadline",
+        "k",
+        "last_chances",
+        "max_timeout",
+        "min_timeout",
+        "n",
+        "start",
+    )
 
     def __init__(
         self,
@@ -35,6 +49,12 @@ class Suspicion:
         self.n = 0  # confirmations counted so far
         self.confirmers: set[str] = {accuser}
         self.deadline = now + (self.max_timeout if self.k >= 1 else self.min_timeout)
+        self.last_chances = 0
+
+    @property
+    def fully_confirmed(self) -> bool:
+        """Every wanted confirmation came (always true for plain SWIM, where ``k = 0``)."""
+        return self.n >= self.k
 
     def confirm(self, accuser: str, now: float) -> tuple[bool, float]:
         """Count ``accuser`` if new and still wanted; return (counted, deadline).

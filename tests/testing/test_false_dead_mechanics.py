@@ -1,9 +1,10 @@
 """The mechanisms that keep a refuted suspicion from becoming a false death, checked one by one.
 
-The 10%-loss scenario (``test_scenarios``) tolerates a *stale* false dead: a node that missed
-every copy of a refutation and did no push/pull before its suspicion timer fired.  That is only
-an honest memberlist outcome if every other path that should cancel the timer does cancel it;
-these tests pin those paths on a single core, without the network:
+With memberlist 0.2.2's rules alone, the 10%-loss scenario (``test_scenarios``) produced the
+occasional *stale* false dead: a node that missed every copy of a refutation and did no
+push/pull before its suspicion timer fired.  The core closes that gap with two rules of its own
+(``swim.node``); they only help if every ordinary path that should cancel the timer does cancel
+it, and these tests pin those paths on a single core, without the network:
 
 * an ``alive`` with a higher incarnation clears a held suspicion (memberlist aliveNode), and the
   timer then never declares anything;
@@ -11,7 +12,9 @@ these tests pin those paths on a single core, without the network:
   the remote alive through aliveNode);
 * the accepted refutation is re-broadcast ``retransmit_limit`` times (every node that accepts
   an alive re-gossips it), piggy-backed on acks as well as on gossip;
-* a suspect message at the *same* incarnation from the original accuser is not a confirmation.
+* a suspect message at the *same* incarnation from the original accuser is not a confirmation;
+* an unconfirmed suspicion gets one last chance before it declares (our rule 2, see
+  ``swim.node``); the rules themselves are unit-tested in ``tests/swim/test_swim_false_dead``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import random
 
 from serf_trio.swim import formulas
 from serf_trio.swim.api import Notice, SendPacket, State
-from serf_trio.swim.node import Memberlist
+from serf_trio.swim.node import LAST_CHANCES, Memberlist
 from serf_trio.testing.sim import SIM_CONFIG, sim_address
 from serf_trio.wire.codec import encode_message
 from serf_trio.wire.messages import (
@@ -74,13 +77,20 @@ def _run_timers(core: Memberlist, until: float) -> list[object]:
     return out
 
 
-def test_unrefuted_suspicion_fires_at_the_lifeguard_max() -> None:
+def test_unrefuted_suspicion_fires_at_the_lifeguard_max_plus_one_last_chance() -> None:
     # The control case: without a refutation the timer does declare (so the tests below
-    # assert something that could fail).
+    # assert something that could fail).  Nobody confirmed n3's accusation, so at the max the
+    # core first reminds n5 directly and waits a probe timeout (our rule 2), then declares.
     core = _core()
     _suspect_n5(core)
     min_t = formulas.suspicion_timeout(SIM_CONFIG.suspicion_mult, N, SIM_CONFIG.probe_interval)
-    fired = _run_timers(core, 1.0 + SIM_CONFIG.suspicion_max_timeout_mult * min_t + 0.001)
+    at_max = 1.0 + SIM_CONFIG.suspicion_max_timeout_mult * min_t
+    fired = _run_timers(core, at_max + 0.001)
+    assert _declared(fired) == []
+    assert [e.event for e in fired if isinstance(e, Notice)] == ["last_chance"]
+    assert [e.addr for e in fired if isinstance(e, SendPacket)] == [sim_address(5)]
+    assert abs((core.next_deadline() or 0.0) - (at_max + SIM_CONFIG.probe_timeout)) < 1e-9
+    fired = _run_timers(core, at_max + LAST_CHANCES * SIM_CONFIG.probe_timeout + 0.001)
     assert [n.fields["node"] for n in _declared(fired)] == ["n5"]
     assert core.member("n5").state is State.DEAD  # type: ignore[union-attr]
 

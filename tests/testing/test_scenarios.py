@@ -17,7 +17,7 @@ import pytest
 from serf_trio.swim import formulas
 from serf_trio.swim.api import State
 from serf_trio.swim.config import LOCAL, SwimConfig
-from serf_trio.swim.node import Memberlist
+from serf_trio.swim.node import LAST_CHANCES, Memberlist
 from serf_trio.testing.netmodel import LinkProfile
 from serf_trio.testing.sim import SIM_CONFIG, Simulator
 
@@ -48,7 +48,9 @@ def detection_bound(n: int, cfg: SwimConfig = CFG) -> float:
     * the probe itself (direct + indirect + TCP fallback) fails after the probe deadline,
       ``probe_interval x (score + 1)``; we allow score <= 1, i.e. 2 intervals.
     * the suspicion timer: at most the Lifeguard max, ``suspicion_max_timeout_mult x min``
-      (no confirmation at all); with confirmations it shrinks to min.
+      (no confirmation at all); with confirmations it shrinks to min.  A suspicion not fully
+      confirmed then reminds the suspect ``LAST_CHANCES`` times, a probe timeout x (score + 1)
+      apart, before declaring (``swim.node`` rule 2); score <= 1 again.
     * dissemination of ``dead``: every holder re-sends it ``retransmit_limit`` times, one
       per gossip round to ``gossip_nodes`` peers; we allow the whole retransmit budget of
       gossip rounds (an epidemic with fan-out 3 covers 200 nodes in ~4-5 rounds).
@@ -57,8 +59,9 @@ def detection_bound(n: int, cfg: SwimConfig = CFG) -> float:
     t_suspect = formulas.suspicion_max_timeout(
         cfg.suspicion_mult, cfg.suspicion_max_timeout_mult, n, cfg.probe_interval
     )
+    t_last = LAST_CHANCES * 2 * cfg.probe_timeout
     t_spread = formulas.retransmit_limit(cfg.retransmit_mult, n) * cfg.gossip_interval
-    return t_probe + t_suspect + t_spread
+    return t_probe + t_suspect + t_last + t_spread
 
 
 @pytest.mark.slow
@@ -74,7 +77,7 @@ def test_200_join_through_one_seed_then_5_crash() -> None:
     victims = ["n3", "n50", "n101", "n150", "n199"]
     for v in victims:
         sim.crash(v)
-    bound = detection_bound(n)  # 12 + 55.224 + 2.4 = 69.6 s
+    bound = detection_bound(n)  # 12 + 55.224 + 1 + 2.4 = 70.6 s
     done = sim.run_until_condition(
         lambda s: all(s.dead_seen_at(v) is not None for v in victims), crash_at + bound, step=0.5
     )
@@ -92,34 +95,38 @@ def test_200_join_through_one_seed_then_5_crash() -> None:
 
 
 @pytest.mark.slow
-def test_50_nodes_10pct_loss_no_false_dead() -> None:
-    """10% loss on every datagram (and late TCP segments) for 10 minutes.
+@pytest.mark.parametrize("seed", [3, 11, 12])
+def test_50_nodes_10pct_loss_no_false_dead(seed: int) -> None:
+    """10% loss on every datagram (and late TCP segments) for 10 minutes: no false dead at all.
 
     Suspicions happen (a probe's direct, indirect and TCP paths all fail) and are refuted.
-    No node the cluster holds dead is alive: every accepted ``dead`` would need the current
-    incarnation.  memberlist's guarantee for a single node's view is probabilistic, though: a
-    node can miss every copy of a refutation (each of the ~49 holders sends it
-    ``retransmit_limit`` = 8 times to random peers, so a given node expects ~7 copies and
-    misses all with p ~ e^-7) and do no push/pull (period 60 s at 50 nodes) within the
-    suspicion timeout (40 s when nobody confirms); its timer then declares the refuted
-    incarnation dead on its own.  That *stale* declaration is a local false DEAD until the
-    next push/pull; every other node ignores it (memberlist deadNode drops older incarnations),
-    and the accused node does too.  The mechanisms that must cancel such a timer are pinned in
-    ``test_false_dead_mechanics``.  Measured over seeds 1-20: 927 suspicions, 7 runs with one
-    stale declaration (none with two, none at the current incarnation); in the 3 traced
-    cases the declarer had received no copy of the refutation.  Seed 50 has one.  Asserted:
-    no accepted false death, at most one stale one, and a converged cluster at the end.
+    memberlist 0.2.2 alone leaves a gap here: a node A whose accusation of B nobody confirms
+    runs its timer to the Lifeguard max (40 s at 50 nodes); if A misses every copy of B's
+    refutation (~7 expected, all lost with p ~ e^-7) and does no push/pull (period 60 s), it
+    declares B dead at the refuted incarnation.  Everyone else ignores that stale ``dead``, but
+    A's view is wrong.  Measured over seeds 1-20 on the plain memberlist rules: 7 runs with one
+    such declaration (seeds 1, 7, 8, 11, 12, 15, 18; seed 50 had one too).  The core closes the
+    gap (``swim.node`` rules 1 and 2): a suspicion not fully confirmed reminds B directly
+    before declaring, and B answers a stale accusation with its current alive.  With them:
+    0 in seeds 1-20; the last chance was taken 6 times (seeds 3, 9, 11, 12, 13), every time
+    answered in time, and ~3.7 stale accusations (mostly gossip still in flight) were answered
+    per suspicion.  Asserted on seeds 3, 11 and 12, where the gap's precondition occurs (a
+    suspicion timer runs out before full confirmation; 11 and 12 had a stale declaration
+    before): not a single ``declared_dead`` about a live node, stale or not, and a converged
+    cluster at the end.
     """
-    sim = joined_cluster(50, seed=50, link=LinkProfile(loss=0.10))
+    sim = joined_cluster(50, seed=seed, link=LinkProfile(loss=0.10))
     sim.run_for(600.0)
     false = sim.false_dead()
     print(
-        f"\n10% loss, 600 s: suspected {sim.notices['suspected']}, "
-        f"refuted {sim.notices['refuted']}, false dead {false}"
+        f"\n10% loss, 600 s, seed {seed}: suspected {sim.notices['suspected']}, "
+        f"refuted {sim.notices['refuted']}, last chances {sim.notices['last_chance']}, "
+        f"stale accusations answered {sim.notices['stale_accusation_answered']}, "
+        f"false dead {false}"
     )
     assert sim.notices["suspected"] > 0  # the loss does bite
-    assert [d for d in false if not d.stale] == []
-    assert len(false) <= 1
+    assert sim.notices["last_chance"] > 0  # and the gap's precondition does occur
+    assert false == []
     assert sim.run_until_condition(Simulator.all_alive_converged, sim.now + 120.0) is not None
 
 
@@ -299,12 +306,15 @@ def test_lifeguard_experiment() -> None:
     about the starved nodes themselves are reported, not asserted: their probers really get no
     timely ack, and confirmations from independent probers rightly shrink the timer.
 
-    Measured (seed: healthy false dead without -> with Lifeguard): 1: 53 -> 5, 2: 55 -> 2,
-    3: 56 -> 4; seeds 4-8: 34 -> 4, 60 -> 3, 50 -> 5, 48 -> 4, 32 -> 3 (8.5x-27x, 12.9x over
-    all eight).  What is left with Lifeguard are confirmed suspicions (two starved accusers, or
-    memberlist's rules that a newer-incarnation suspect or a push/pull counts as a
-    confirmation) whose declarer missed the refutation.  Asserted: >= 20 without Lifeguard on
-    every seed, a tenfold cut over the three seeds together, at least fivefold on each.
+    Measured (seed: healthy false dead without -> with Lifeguard): 1: 33 -> 2, 2: 30 -> 0,
+    3: 34 -> 1; seeds 4-8: 40 -> 0, 34 -> 1, 33 -> 3, 34 -> 1, 35 -> 0 (273 -> 8 over all
+    eight, 34x).  Both arms run the core's answer to stale accusations (``swim.node`` rule 1,
+    not a Lifeguard feature); with Lifeguard, a suspicion that was not fully confirmed also
+    reminds the suspect once before declaring (rule 2).  Before those rules (memberlist 0.2.2
+    behaviour) the same seeds gave 53 -> 5, 55 -> 2, 56 -> 4, 34 -> 4, 60 -> 3, 50 -> 5,
+    48 -> 4, 32 -> 3 (388 -> 30, 12.9x): what was left with Lifeguard were declarers that had
+    missed the refutation.  Asserted: >= 20 without Lifeguard on every seed, a tenfold cut
+    over the three seeds together, at least fivefold on each.
     """
     rows = [(seed, lifeguard_run(seed, False), lifeguard_run(seed, True)) for seed in LG_SEEDS]
     for seed, plain, guarded in rows:
