@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,17 +85,32 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT)
 
 
+def timed_run(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall time in ms of one invocation; a failure or a hang (``RUN_TIMEOUT``) aborts.
+
+    The wait is a blocking ``waitpid``: ``subprocess.run(timeout=...)`` polls with sleeps that
+    double up to 50 ms, which rounds every time above 63 ms up to 113, 163, ... ms.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)
+    watchdog.start()
+    try:
+        rc = proc.wait()
+    finally:
+        watchdog.cancel()
+    elapsed = (time.perf_counter() - t0) * 1000.0
+    if rc != 0:
+        raise subprocess.CalledProcessError(rc, cmd)
+    return elapsed
+
+
 def time_runs(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
     """Wall time in ms of ``runs`` invocations (after two warm-ups); a failure aborts."""
     env = ENV if env is None else env
     for _ in range(2):
         subprocess.run(cmd, capture_output=True, timeout=RUN_TIMEOUT, check=True, env=env)
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, timeout=RUN_TIMEOUT, check=True, env=env)
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
+    return [timed_run(cmd, env) for _ in range(runs)]
 
 
 def p90(samples: list[float]) -> float:

@@ -51,7 +51,6 @@ import trio
 
 from serf_trio.rpc.api import (
     AgentError,
-    Coordinate,
     EventRecord,
     KeyResponse,
     MemberEventRecord,
@@ -72,6 +71,7 @@ from serf_trio.runtime.driver import (
 from serf_trio.runtime.handlers import HandlerSupervisor, ResponseRejected, SupervisorConfig
 from serf_trio.runtime.transport import UdpTcpTransport
 from serf_trio.serf.coalesce import CoalesceConfig, EventCoalescer
+from serf_trio.serf.coordinate import Coordinate
 from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
 from serf_trio.serf.filters import EventFilter, InvalidEventFilter, parse_filter
 from serf_trio.serf.handler_env import max_response_payload
@@ -477,10 +477,7 @@ class Agent:
         }
 
     def get_coordinate(self, node: str) -> Coordinate | None:
-        c = self.node.get_coordinate(node)
-        if c is None:
-            return None
-        return Coordinate(vec=tuple(c.vec), error=c.error, adjustment=c.adjustment, height=c.height)
+        return self.node.get_coordinate(node)
 
     async def key_operation(self, op: str, key: str) -> KeyResponse:
         """As an unencrypted Serf cluster answers: every alive node reports it has no keyring."""

@@ -19,7 +19,6 @@ this path.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 import typer
 
 if TYPE_CHECKING:
-    from serf_trio.rpc.api import Coordinate, KeyResponse, QueryParams, QueryRecord, RpcMember
+    from serf_trio.rpc.api import KeyResponse, QueryParams, QueryRecord, RpcMember
+    from serf_trio.serf.coordinate import Coordinate
 
 # Socket timeout of a plain request/response command (Serf's CLI has none; an agent that
 # stops answering should not hang a shell script forever).
@@ -77,6 +77,15 @@ RpcAuthOpt = Annotated[
 ]
 FormatOpt = Annotated[
     OutputFormat, typer.Option("--format", metavar="text|json", help="Output format.")
+]
+# ``members`` and ``query`` filter nodes by tag the same way (read with ``parse_tag_filters``).
+TagFilterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag",
+        metavar="K=REGEX",
+        help="k=REGEX: only nodes whose tag k matches (repeatable).",
+    ),
 ]
 
 
@@ -269,6 +278,14 @@ def parse_kv(items: Sequence[str], what: str = "tag") -> dict[str, str]:
     return out
 
 
+def parse_tag_filters(items: Sequence[str] | None) -> dict[str, str]:
+    """``--tag k=REGEX`` values as a dict, every regex checked (see ``check_regex``)."""
+    tags = parse_kv(items or [], "tag filter")
+    for key, pattern in tags.items():
+        check_regex(pattern, f"tag {key!r}")
+    return tags
+
+
 def check_regex(pattern: str, what: str) -> None:
     """Reject a bad filter regex here: the agent would drop the connection without a word."""
     try:
@@ -303,6 +320,8 @@ def echo_lines(lines: Sequence[str]) -> None:
 
 def echo_json(obj: Any) -> None:
     """Pretty JSON like Serf's ``-format json`` (two-space indent)."""
+    import json  # only the --format json path pays for it
+
     typer.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 

@@ -21,13 +21,13 @@ from .common import (
     RpcAddrOpt,
     RpcAuthOpt,
     RpcSocketOpt,
-    check_regex,
+    TagFilterOpt,
     client_options,
     connected,
     echo_json,
     fail,
     parse_duration,
-    parse_kv,
+    parse_tag_filters,
     payload_text,
 )
 
@@ -67,14 +67,7 @@ def query(
         list[str] | None,
         typer.Option("--node", metavar="NODE", help="Only ask this node (repeatable)."),
     ] = None,
-    tag: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tag",
-            metavar="K=REGEX",
-            help="k=REGEX: only ask nodes whose tag k matches (repeatable).",
-        ),
-    ] = None,
+    tag: TagFilterOpt = None,
     no_ack: Annotated[
         bool, typer.Option("--no-ack", help="Do not ask nodes to acknowledge receipt.")
     ] = False,
@@ -108,9 +101,7 @@ def query(
         fail(f"Error: negative timeout {timeout!r}")
     if not 0 <= relay_factor <= MAX_RELAY_FACTOR:
         fail(f"Error: --relay-factor must be between 0 and {MAX_RELAY_FACTOR}")
-    tags = parse_kv(tag or [], "tag filter")
-    for key, pattern in tags.items():
-        check_regex(pattern, f"tag {key!r}")
+    tags = parse_tag_filters(tag)
     params = QueryParams(
         name=name,
         payload=payload.encode(),

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,7 +29,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from serf_trio.rpc.api import Coordinate
+    from serf_trio.serf.coordinate import Coordinate
 
 # Serf's reachability test waits for the agent's default query timeout; give the socket more.
 REACHABILITY_TIMEOUT = 60.0
@@ -59,10 +58,7 @@ def distance_seconds(a: Coordinate, b: Coordinate) -> float:
     """Estimated RTT between two coordinates, in seconds (serf ``DistanceTo``)."""
     if len(a.vec) != len(b.vec):
         raise ValueError("coordinate dimensions do not match")
-    raw = math.sqrt(sum((x - y) ** 2 for x, y in zip(a.vec, b.vec, strict=True)))
-    dist = raw + a.height + b.height
-    adjusted = dist + a.adjustment + b.adjustment
-    return adjusted if adjusted > 0.0 else dist
+    return a.distance_to(b)
 
 
 def rtt(

@@ -24,13 +24,14 @@ from .common import (
     RpcAddrOpt,
     RpcAuthOpt,
     RpcSocketOpt,
+    TagFilterOpt,
     check_regex,
     client_options,
     columnize,
     connected,
     echo_json,
     echo_lines,
-    parse_kv,
+    parse_tag_filters,
 )
 
 if TYPE_CHECKING:
@@ -86,14 +87,7 @@ def members(
         str,
         typer.Option("--name", metavar="REGEX", help="Only members whose name matches this regex."),
     ] = "",
-    tag: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tag",
-            metavar="K=REGEX",
-            help="k=REGEX: only members whose tag k matches (repeatable).",
-        ),
-    ] = None,
+    tag: TagFilterOpt = None,
     detailed: Annotated[
         bool, typer.Option("--detailed", help="Also show the Serf protocol versions.")
     ] = False,
@@ -103,11 +97,9 @@ def members(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """List the members of the cluster."""
-    tags = parse_kv(tag or [], "tag filter")
+    tags = parse_tag_filters(tag)
     check_regex(status, "status")
     check_regex(name, "name")
-    for key, pattern in tags.items():
-        check_regex(pattern, f"tag {key!r}")
     opts = client_options(rpc_addr, rpc_socket, rpc_auth)
     with connected(opts, "retrieving members") as client:
         if status or name or tags:

@@ -20,14 +20,12 @@ No I/O here, and no trio/structlog: the CLI imports this module and must start f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
 
 from .api import (
-    Coordinate,
     EventRecord,
     KeyResponse,
     MemberEventRecord,
@@ -36,6 +34,9 @@ from .api import (
     RpcMember,
     UserEventRecord,
 )
+
+if TYPE_CHECKING:
+    from ..serf.coordinate import Coordinate
 
 IPC_VERSION = 1  # the only RPC protocol version Serf has ever had
 
@@ -228,14 +229,12 @@ def decode_request_body(command: str, obj: Any) -> dict[str, Any]:
     return decode_struct(REQUEST_BODIES[command], obj)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHeader:
+class RequestHeader(NamedTuple):  # not a dataclass: cheaper to create (CLI start)
     command: str
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHeader:
+class ResponseHeader(NamedTuple):  # not a dataclass: cheaper to create (CLI start)
     seq: int
     error: str
 
@@ -402,6 +401,8 @@ def coordinate_from_body(obj: Any) -> Coordinate | None:
         raise ProtocolError("bad coordinate body")
     if not obj.get("Ok"):
         return None
+    from ..serf.coordinate import Coordinate  # only ``rtt`` needs it: keep other commands lean
+
     c = obj["Coord"]
     try:
         return Coordinate(

@@ -15,12 +15,15 @@ Randomness (the random unit vector for two coincident coordinates) comes from an
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import msgpack
+if TYPE_CHECKING:
+    import random
 
-from ..wire.codec import MSGPACK_ERRORS, pack
+# The ping-payload codec imports ``wire.codec`` (and msgpack) inside its two functions: the
+# ``Coordinate`` record is also the RPC one (``get-coordinate``, ``serf-trio rtt``), and an RPC
+# client must not pay for loading the whole wire package to get it.
 
 PING_PAYLOAD_VERSION = 1  # serf ping_delegate.go PingVersion
 ZERO_THRESHOLD = 1.0e-6
@@ -41,6 +44,8 @@ class VivaldiConfig:
 
 @dataclass(frozen=True, slots=True)
 class Coordinate:
+    """A Vivaldi network coordinate (8 dimensions in Serf); also the RPC ``Coord`` record."""
+
     vec: tuple[float, ...]
     error: float
     adjustment: float
@@ -80,11 +85,17 @@ def encode_ping_payload(c: Coordinate) -> bytes:
         "Height": float(c.height),
         "Vec": [float(x) for x in c.vec],
     }
+    from ..wire.codec import pack
+
     return bytes([PING_PAYLOAD_VERSION]) + pack(body)
 
 
 def decode_ping_payload(payload: bytes) -> Coordinate | None:
     """The coordinate in an ack payload, or ``None`` if empty, another version or malformed."""
+    import msgpack
+
+    from ..wire.codec import MSGPACK_ERRORS
+
     if not payload or payload[0] != PING_PAYLOAD_VERSION:
         return None
     try:

@@ -72,9 +72,8 @@ class MemberEventLike(Protocol):
     def members(self) -> Sequence[MemberLike]: ...
 
 
-@runtime_checkable
-class UserEventLike(Protocol):
-    """``SerfUserEvent``."""
+class _NamedEventLike(Protocol):
+    """What user events and queries share: a name, a payload and a Lamport time."""
 
     @property
     def name(self) -> str: ...
@@ -84,23 +83,19 @@ class UserEventLike(Protocol):
 
     @property
     def ltime(self) -> int: ...
+
+
+@runtime_checkable
+class UserEventLike(_NamedEventLike, Protocol):
+    """``SerfUserEvent``."""
 
     @property
     def coalesce(self) -> bool: ...
 
 
 @runtime_checkable
-class QueryEventLike(Protocol):
+class QueryEventLike(_NamedEventLike, Protocol):
     """``SerfQueryEvent``: answered through the core's ``respond(token, payload)``."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def payload(self) -> bytes: ...
-
-    @property
-    def ltime(self) -> int: ...
 
     @property
     def token(self) -> object: ...

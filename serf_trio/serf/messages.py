@@ -8,8 +8,9 @@ encodings are byte strings holding *another* type byte and msgpack document: a q
 (conflict response ``06``, key response ``08``), and the message after a relay header.
 
 Decoding is total: peer input gives a record or ``DecodeError``.  Serf's push/pull carries a
-512-entry ``Events`` array and one ``StatusLTimes`` entry per member, so this module uses its
-own container caps (``MAX_CONTAINER``) instead of ``wire.codec.unpack_one``'s 64.
+512-entry ``Events`` array and one ``StatusLTimes`` entry per member, so this module passes
+its own container cap (``MAX_CONTAINER``) to ``wire.codec.unpack_one`` instead of the default 64,
+and reads fields with ``wire.codec.Fields``.
 
 Empty byte payloads encode as msgpack nil (Go sends a nil slice for "no payload").
 """
@@ -23,7 +24,7 @@ from typing import Any
 import msgpack
 
 from ..swim.api import Address
-from ..wire.codec import MSGPACK_ERRORS, DecodeError, pack
+from ..wire.codec import MSGPACK_ERRORS, DecodeError, Fields, pack, text, unpack_one
 
 MAX_CONTAINER = 100_000  # members per push/pull; same order as swim's max_push_pull_nodes
 MAX_U8 = 0xFF
@@ -334,104 +335,21 @@ def user_packet(serf_msg: bytes) -> bytes:
 
 
 def _unpack(buf: bytes, what: str) -> Any:
-    try:
-        return msgpack.unpackb(
-            buf,
-            raw=True,
-            strict_map_key=False,
-            max_map_len=MAX_CONTAINER,
-            max_array_len=MAX_CONTAINER,
-        )
-    except MSGPACK_ERRORS as exc:
-        raise DecodeError(f"{what}: bad msgpack ({type(exc).__name__})") from exc
+    return unpack_one(buf, what, MAX_CONTAINER)
 
 
-class _F:
-    """Typed field access over a raw-decoded map."""
-
-    __slots__ = ("_d", "_what")
-
-    def __init__(self, obj: object, what: str) -> None:
-        if not isinstance(obj, dict):
-            raise DecodeError(f"{what}: body is not a map")
-        self._d: dict[Any, Any] = obj
-        self._what = what
-
-    def get(self, key: str) -> Any:
-        return self._d.get(key.encode())
-
-    def uint(self, key: str, limit: int = MAX_U64) -> int:
-        v = self.get(key)
-        if v is None:
-            return 0
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
-            raise DecodeError(f"{self._what}: {key} is not an integer in 0..{limit}")
-        return v
-
-    def int_(self, key: str) -> int:
-        v = self.get(key)
-        if v is None:
-            return 0
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise DecodeError(f"{self._what}: {key} is not an integer")
-        return v
-
-    def boolean(self, key: str) -> bool:
-        v = self.get(key)
-        if v is None:
-            return False
-        if isinstance(v, bool):
-            return v
-        if isinstance(v, int) and v in (0, 1):
-            return bool(v)
-        raise DecodeError(f"{self._what}: {key} is not a bool")
-
-    def string(self, key: str) -> str:
-        return _text(self.get(key), f"{self._what}: {key}")
-
-    def blob(self, key: str) -> bytes:
-        v = self.get(key)
-        if v is None:
-            return b""
-        if not isinstance(v, bytes):
-            raise DecodeError(f"{self._what}: {key} is not a byte string")
-        return v
-
-    def array(self, key: str) -> list[Any]:
-        v = self.get(key)
-        if v is None:
-            return []
-        if not isinstance(v, list):
-            raise DecodeError(f"{self._what}: {key} is not an array")
-        return v
-
-    def str_map(self, key: str) -> dict[str, str]:
-        v = self.get(key)
-        if v is None:
-            return {}
-        if not isinstance(v, dict):
-            raise DecodeError(f"{self._what}: {key} is not a map")
-        return {
-            _text(k, f"{self._what}: {key} key"): _text(x, f"{self._what}: {key} value")
-            for k, x in v.items()
-        }
-
-
-def _text(v: object, what: str) -> str:
-    if v is None:
-        return ""
-    if not isinstance(v, bytes):
-        raise DecodeError(f"{what} is not a string")
-    return v.decode("utf-8", "surrogateescape")
+def _fields(obj: object, what: str) -> Fields:
+    """Field access on a Serf body: integers default to Go's uint64 (LTimes, IDs)."""
+    return Fields(obj, what, MAX_U64)
 
 
 def _decode_slot(obj: object) -> EventSlot | None:
     if obj is None:
         return None
-    f = _F(obj, "push_pull event slot")
+    f = _fields(obj, "push_pull event slot")
     entries = []
     for e in f.array("Events"):
-        ef = _F(e, "push_pull event")
+        ef = _fields(e, "push_pull event")
         entries.append(EventEntry(ef.string("Name"), ef.blob("Payload")))
     return EventSlot(f.uint("LTime"), tuple(entries))
 
@@ -449,7 +367,7 @@ def decode(buf: bytes) -> SerfMessage:
     except ValueError:
         raise DecodeError(f"serf: unknown message type {t}") from None
     what = f"serf {st.name.lower()}"
-    f = _F(_unpack(body, what), what)
+    f = _fields(_unpack(body, what), what)
     if st is SerfType.LEAVE:
         return Leave(f.uint("LTime"), f.string("Node"), f.boolean("Prune"))
     if st is SerfType.JOIN:
@@ -463,8 +381,8 @@ def decode(buf: bytes) -> SerfMessage:
             for k, v in raw_st.items():
                 if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_U64:
                     raise DecodeError(f"{what}: StatusLTimes value is not an integer")
-                status[_text(k, f"{what}: StatusLTimes key")] = v
-        left = tuple(_text(x, f"{what}: LeftMembers entry") for x in f.array("LeftMembers"))
+                status[text(k, f"{what}: StatusLTimes key")] = v
+        left = tuple(text(x, f"{what}: LeftMembers entry") for x in f.array("LeftMembers"))
         events = tuple(_decode_slot(s) for s in f.array("Events"))
         return PushPullState(
             ltime=f.uint("LTime"),
@@ -523,8 +441,8 @@ def _decode_relay(body: bytes) -> Relay:
     except _RELAY_ERRORS as exc:
         raise DecodeError(f"serf relay: bad header ({type(exc).__name__})") from exc
     inner = body[unpacker.tell() :]
-    f = _F(header, "serf relay")
-    dest = _F(f.get("DestAddr"), "serf relay DestAddr")
+    f = _fields(header, "serf relay")
+    dest = _fields(f.get("DestAddr"), "serf relay DestAddr")
     try:
         addr = Address.from_packed(dest.blob("IP"), dest.uint("Port", MAX_U16))
     except ValueError:
@@ -542,15 +460,15 @@ def decode_filter(buf: bytes) -> Filter:
     if buf[0] == FilterType.NODE:
         if not isinstance(obj, list):
             raise DecodeError("node filter: not an array")
-        return NodeFilter(tuple(_text(x, "node filter entry") for x in obj))
+        return NodeFilter(tuple(text(x, "node filter entry") for x in obj))
     if buf[0] == FilterType.TAG:
-        f = _F(obj, "tag filter")
+        f = _fields(obj, "tag filter")
         return TagFilter(f.string("Tag"), f.string("Expr"))
     raise DecodeError(f"filter: unknown type {buf[0]}")
 
 
 def decode_member(obj: object) -> MemberRecord:
-    f = _F(obj, "member")
+    f = _fields(obj, "member")
     return MemberRecord(
         name=f.string("Name"),
         addr=f.blob("Addr"),
@@ -576,17 +494,17 @@ def decode_conflict_response(buf: bytes) -> MemberRecord | None:
 def decode_key_request(buf: bytes) -> KeyRequest:
     if not buf or buf[0] != SerfType.KEY_REQUEST:
         raise DecodeError("key request: wrong type byte")
-    return KeyRequest(_F(_unpack(bytes(buf[1:]), "key request"), "key request").blob("Key"))
+    return KeyRequest(_fields(_unpack(bytes(buf[1:]), "key request"), "key request").blob("Key"))
 
 
 def decode_key_response(buf: bytes) -> KeyResponse:
     if not buf or buf[0] != SerfType.KEY_RESPONSE:
         raise DecodeError("key response: wrong type byte")
-    f = _F(_unpack(bytes(buf[1:]), "key response"), "key response")
+    f = _fields(_unpack(bytes(buf[1:]), "key response"), "key response")
     raw_keys = f.get("Keys")
     keys = None
     if raw_keys is not None:
         if not isinstance(raw_keys, list):
             raise DecodeError("key response: Keys is not an array")
-        keys = tuple(_text(k, "key response key") for k in raw_keys)
+        keys = tuple(text(k, "key response key") for k in raw_keys)
     return KeyResponse(f.boolean("Result"), f.string("Message"), keys, f.string("PrimaryKey"))

@@ -398,23 +398,14 @@ class SerfNode:
         tag_items = sorted(params.filter_tags.items())
         self._rng.shuffle(tag_items)  # serf: tag filters in map (random) order
         filters.extend(encode_filter(TagFilter(t, e)) for t, e in tag_items)
-        timeout = params.timeout
-        if timeout <= 0:
-            timeout = default_query_timeout(
-                self.swim_config.gossip_interval, self.config.query_timeout_mult, self.num_alive()
-            )
-        q = Query(
-            ltime=self.query_clock.time(),
-            id=self._rng.getrandbits(31),
-            addr=self.addr.packed(),
-            port=self.addr.port,
-            source_node=self.name,
+        timeout = params.timeout if params.timeout > 0 else self._default_query_timeout()
+        q = self._new_query(
+            params.name,
+            params.payload,
+            timeout,
             filters=tuple(filters),
             flags=QUERY_FLAG_ACK if params.request_ack else 0,
             relay_factor=max(0, min(255, params.relay_factor)),
-            timeout_ns=int(timeout * NS),
-            name=params.name,
-            payload=params.payload,
         )
         raw = encode(q)
         if len(raw) > self.config.query_size_limit:
@@ -431,6 +422,36 @@ class SerfNode:
             return []
 
         return qid, self._run(now, call)
+
+    def _default_query_timeout(self) -> float:
+        return default_query_timeout(
+            self.swim_config.gossip_interval, self.config.query_timeout_mult, self.num_alive()
+        )
+
+    def _new_query(
+        self,
+        name: str,
+        payload: bytes,
+        timeout: float,
+        *,
+        filters: tuple[bytes, ...] = (),
+        flags: int = 0,
+        relay_factor: int = 0,
+    ) -> Query:
+        """A query from this node at the current query clock, with a fresh random id."""
+        return Query(
+            ltime=self.query_clock.time(),
+            id=self._rng.getrandbits(31),
+            addr=self.addr.packed(),
+            port=self.addr.port,
+            source_node=self.name,
+            filters=filters,
+            flags=flags,
+            relay_factor=relay_factor,
+            timeout_ns=int(timeout * NS),
+            name=name,
+            payload=payload,
+        )
 
     def respond(self, now: float, token: int, payload: bytes) -> list[SerfEffect]:
         """Answer a delivered query (``SerfQueryEvent.token``); ``SerfError`` with Serf's text
@@ -969,22 +990,8 @@ class SerfNode:
         if self._state != "alive":
             return
         self._conflict_running = True
-        timeout = default_query_timeout(
-            self.swim_config.gossip_interval, self.config.query_timeout_mult, self.num_alive()
-        )
-        q = Query(
-            ltime=self.query_clock.time(),
-            id=self._rng.getrandbits(31),
-            addr=self.addr.packed(),
-            port=self.addr.port,
-            source_node=self.name,
-            filters=(),
-            flags=0,
-            relay_factor=0,
-            timeout_ns=int(timeout * NS),
-            name=CONFLICT,
-            payload=self.name.encode(),
-        )
+        timeout = self._default_query_timeout()
+        q = self._new_query(CONFLICT, self.name.encode(), timeout)
         self._query_ids += 1
         self._outgoing[q.ltime] = OutgoingQuery(
             self._query_ids, q.ltime, q.id, now + timeout, self.num_alive(), internal=CONFLICT

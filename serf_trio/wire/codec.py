@@ -152,22 +152,32 @@ def encode_message(msg: Message) -> bytes:
 # Decoding: schema-checked field access on a raw=True unpacked map.
 
 
-class _Fields:
-    """Typed accessors over a decoded msgpack map whose keys are bytes."""
+class Fields:
+    """Typed accessors over a decoded msgpack map whose keys are bytes (``raw=True``).
 
-    __slots__ = ("_d", "_what")
+    Shared by every gossip-dialect decoder (memberlist bodies here, Serf's messages in
+    ``serf.messages``).  A missing or nil field is the Go zero value; a field of the wrong type
+    is a :class:`DecodeError` naming ``what`` and the key.  ``uint_limit`` is the range of
+    ``uint`` fields when the caller names none (memberlist: uint32; Serf's LTimes: uint64).
+    """
 
-    def __init__(self, obj: object, what: str) -> None:
+    __slots__ = ("_d", "_uint_limit", "_what")
+
+    def __init__(self, obj: object, what: str, uint_limit: int = MAX_U32) -> None:
         if not isinstance(obj, dict):
             raise DecodeError(f"{what}: body is not a map")
         self._d: dict[Any, Any] = obj
         self._what = what
+        self._uint_limit = uint_limit
 
-    def _get(self, key: str) -> Any:
+    def get(self, key: str) -> Any:
+        """The raw value of ``key`` (``None`` when missing)."""
         return self._d.get(key.encode())
 
-    def uint(self, key: str, limit: int = MAX_U32) -> int:
-        v = self._get(key)
+    def uint(self, key: str, limit: int | None = None) -> int:
+        v = self.get(key)
+        if limit is None:
+            limit = self._uint_limit
         if v is None:
             return 0
         if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > limit:
@@ -175,7 +185,7 @@ class _Fields:
         return v
 
     def int_(self, key: str) -> int:
-        v = self._get(key)
+        v = self.get(key)
         if v is None:
             return 0
         if isinstance(v, bool) or not isinstance(v, int):
@@ -183,7 +193,7 @@ class _Fields:
         return v
 
     def boolean(self, key: str) -> bool:
-        v = self._get(key)
+        v = self.get(key)
         if v is None:
             return False
         if isinstance(v, bool):
@@ -193,24 +203,38 @@ class _Fields:
         raise DecodeError(f"{self._what}: {key} is not a bool")
 
     def string(self, key: str) -> str:
-        v = self._get(key)
-        if v is None:
-            return ""
-        if not isinstance(v, bytes):
-            raise DecodeError(f"{self._what}: {key} is not a string")
-        return v.decode("utf-8", "surrogateescape")
+        return text(self.get(key), f"{self._what}: {key}")
 
     def blob(self, key: str) -> bytes:
         v = self.opt_blob(key)
         return v if v is not None else b""
 
     def opt_blob(self, key: str) -> bytes | None:
-        v = self._get(key)
+        v = self.get(key)
         if v is None:
             return None
         if not isinstance(v, bytes):
             raise DecodeError(f"{self._what}: {key} is not a byte string")
         return v
+
+    def array(self, key: str) -> list[Any]:
+        v = self.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise DecodeError(f"{self._what}: {key} is not an array")
+        return v
+
+    def str_map(self, key: str) -> dict[str, str]:
+        v = self.get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise DecodeError(f"{self._what}: {key} is not a map")
+        return {
+            text(k, f"{self._what}: {key} key"): text(x, f"{self._what}: {key} value")
+            for k, x in v.items()
+        }
 
     def vsn(self) -> bytes:
         v = self.blob("Vsn")
@@ -220,11 +244,20 @@ class _Fields:
         return v
 
 
-# Limits on msgpack containers in gossip bodies.  Go never sends a body with more than a handful
-# of fields (the widest, indirect ping, has 8) and no arrays at all at this layer; the caps only
-# stop a hostile length header from making the unpacker pre-allocate a huge list or dict.
+def text(v: object, what: str) -> str:
+    """A raw-mode msgpack string (bytes) as ``str``; nil is ``""``.  Invalid UTF-8 survives
+    as surrogate escapes (Go strings are bytes)."""
+    if v is None:
+        return ""
+    if not isinstance(v, bytes):
+        raise DecodeError(f"{what} is not a string")
+    return v.decode("utf-8", "surrogateescape")
+
+
+# Limit on msgpack maps and arrays in gossip bodies.  Go never sends a body with more than a
+# handful of fields (the widest, indirect ping, has 8) and no arrays at all at this layer; the cap
+# only stops a hostile length header from making the unpacker pre-allocate a huge list or dict.
 MAX_MAP_LEN = 64
-MAX_ARRAY_LEN = 64
 
 # Every exception msgpack's unpacker raises on malformed input: ``ValueError`` and its
 # subclasses (``ExtraData``, ``FormatError``, ``StackError``, bad ext data), ``TypeError``
@@ -232,19 +265,20 @@ MAX_ARRAY_LEN = 64
 MSGPACK_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, msgpack.UnpackException)
 
 
-def unpack_one(buf: bytes, what: str) -> Any:
+def unpack_one(buf: bytes, what: str, max_container: int = MAX_MAP_LEN) -> Any:
     """Unpack exactly one msgpack object (raw=True); trailing bytes are an error.
 
-    ``unpackb`` also caps strings by the input length, so no header can make it allocate more
-    than the packet could hold.
+    ``max_container`` caps every map and array (the default suits memberlist bodies; Serf's
+    push/pull passes its own).  ``unpackb`` also caps strings by the input length, so no header
+    can make it allocate more than the packet could hold.
     """
     try:
         return msgpack.unpackb(
             buf,
             raw=True,
             strict_map_key=False,
-            max_map_len=MAX_MAP_LEN,
-            max_array_len=MAX_ARRAY_LEN,
+            max_map_len=max_container,
+            max_array_len=max_container,
         )
     except MSGPACK_ERRORS as exc:
         raise DecodeError(f"{what}: bad msgpack ({type(exc).__name__})") from exc
@@ -253,7 +287,7 @@ def unpack_one(buf: bytes, what: str) -> Any:
 def decode_body(mtype: MessageType, obj: object) -> Message:
     """Build a record from an unpacked map body."""
     name = mtype.name.lower()
-    f = _Fields(obj, name)
+    f = Fields(obj, name)
     if mtype is MessageType.PING:
         return Ping(
             seq_no=f.uint("SeqNo"),
@@ -296,7 +330,7 @@ def decode_body(mtype: MessageType, obj: object) -> Message:
 
 
 def decode_node_state(obj: object) -> PushNodeState:
-    f = _Fields(obj, "push_node_state")
+    f = Fields(obj, "push_node_state")
     state = f.int_("State")
     if not 0 <= state <= 3:
         raise DecodeError(f"push_node_state: unknown State {state}")

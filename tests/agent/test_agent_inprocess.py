@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import structlog
 import trio
+from agent_harness import make_agent
+from helpers import wait_until
 
 from serf_trio.agent import Agent
 from serf_trio.agent.agent import rpc_member
-from serf_trio.agent.config import load
-from serf_trio.agent.logs import LogSettings
-from serf_trio.agent.notify import Notifier
 from serf_trio.rpc.api import AgentError, MemberEventRecord, QueryParams
 from serf_trio.swim.api import Address, MemberInfo, State
 
 pytestmark = pytest.mark.realnet
-
-
-def make_agent(tmp_path: Path, name: str, *extra: str) -> Agent:
-    argv = [
-        f"--node={name}",
-        "--bind=127.0.0.1:0",
-        "--profile=local",
-        f"--rpc-socket={tmp_path / (name + '.sock')}",
-        *extra,
-    ]
-    return Agent(
-        load(argv),
-        argv,
-        settings=LogSettings(),
-        notifier=Notifier({}),
-        logger=structlog.get_logger().bind(node=name),
-    )
 
 
 @asynccontextmanager
@@ -46,13 +27,6 @@ async def running(*agents: Agent) -> AsyncIterator[trio.Nursery]:
             await nursery.start(a.run)
         yield nursery
         nursery.cancel_scope.cancel()
-
-
-async def wait_for(cond: Callable[[], bool]) -> None:
-    """Poll a view of the membership (there is no event for "the view now says X")."""
-    with trio.fail_after(10):
-        while not cond():  # noqa: ASYNC110 - polling a read-only view with a deadline
-            await trio.sleep(0.02)
 
 
 def alive(agent: Agent) -> set[str]:
@@ -75,7 +49,7 @@ async def three_agents(tmp_path: Path) -> None:
             assert joined == 1
             assert await c.join([f"{a.addr.host}:{a.addr.port}", "not-an-ip"], False) == 1
             for ag in (a, b, c):
-                await wait_for(lambda ag=ag: alive(ag) == {"a", "b", "c"})  # type: ignore[misc]
+                await wait_until(lambda ag=ag: alive(ag) == {"a", "b", "c"})  # type: ignore[misc]
             # member events are coalesced (Serf agent: 3 s / 1 s): wait for the joins to be
             # delivered before changing tags, or c's update would replace its join.
             got: list[tuple[str, str]] = []
@@ -98,7 +72,7 @@ async def three_agents(tmp_path: Path) -> None:
                     if ("member-update", "c") in got:
                         break
             assert got.count(("member-join", "c")) == 1
-            await wait_for(
+            await wait_until(
                 lambda: next(m for m in a.members() if m.name == "c").tags == {"dc": "x"}
             )
             # tags_file written atomically with the new tags
@@ -120,7 +94,7 @@ async def three_agents(tmp_path: Path) -> None:
             # b leaves through the API: its run() returns 0, the others see it leave
             with trio.fail_after(10):
                 await b.leave()
-            await wait_for(lambda: next(m for m in a.members() if m.name == "b").status == "left")
+            await wait_until(lambda: next(m for m in a.members() if m.name == "b").status == "left")
 
 
 def test_bad_input_answers_errors_not_crashes(tmp_path: Path) -> None:
@@ -219,12 +193,12 @@ async def retry_join(tmp_path: Path) -> None:
                 tmp_path, "rb", f"--retry-join=127.0.0.1:{a.addr.port}", "--retry-interval=50ms"
             )
             await nursery.start(run_and_keep, b)
-            await wait_for(lambda: alive(a) == {"ra", "rb"})
+            await wait_until(lambda: alive(a) == {"ra", "rb"})
             # nobody at the seed: gives up after retry_max attempts and exits with status 1
             c = make_agent(
                 tmp_path, "rc", "--retry-join=127.0.0.1:1", "--retry-interval=10ms", "--retry-max=2"
             )
             await nursery.start(run_and_keep, c)
-            await wait_for(lambda: "rc" in results)
+            await wait_until(lambda: "rc" in results)
             assert results["rc"] == 1
             assert "rb" not in results  # still running

@@ -4,20 +4,17 @@ restart with the same name after a leave."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import structlog
 import trio
+from agent_harness import make_agent
+from helpers import free_port, wait_until
 from structlog.testing import capture_logs
 
 from serf_trio.agent import Agent
-from serf_trio.agent.config import load
-from serf_trio.agent.logs import LogSettings
-from serf_trio.agent.notify import Notifier
 from serf_trio.rpc.api import (
     MemberEventRecord,
     QueryEventRecord,
@@ -28,37 +25,6 @@ from serf_trio.rpc.api import (
 from serf_trio.serf.messages import UserEvent, encode
 
 pytestmark = [pytest.mark.realnet, pytest.mark.slow]
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP right now (the agent binds both)."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-
-
-def make_agent(tmp_path: Path, name: str, *extra: str, port: int = 0) -> Agent:
-    argv = [
-        f"--node={name}",
-        f"--bind=127.0.0.1:{port}",
-        "--profile=local",
-        f"--rpc-socket={tmp_path / (name + '.sock')}",
-        *extra,
-    ]
-    return Agent(
-        load(argv),
-        argv,
-        settings=LogSettings(),
-        notifier=Notifier({}),
-        logger=structlog.get_logger().bind(node=name),
-    )
 
 
 async def run_agent(agent: Agent, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
@@ -80,16 +46,9 @@ async def cluster(*agents: Agent) -> AsyncIterator[tuple[trio.Nursery, list[trio
             assert await a.join([f"{first.addr.host}:{first.addr.port}"], False) == 1
         names = {a.node_name for a in agents}
         for a in agents:
-            await wait_for(lambda a=a: alive(a) == names)  # type: ignore[misc]
+            await wait_until(lambda a=a: alive(a) == names)  # type: ignore[misc]
         yield nursery, scopes
         nursery.cancel_scope.cancel()
-
-
-async def wait_for(cond: Callable[[], bool], limit: float = 15.0) -> None:
-    """Poll a view (there is no event for "the view now says X"), bounded."""
-    with trio.fail_after(limit):
-        while not cond():  # noqa: ASYNC110 - polling a read-only view with a deadline
-            await trio.sleep(0.02)
 
 
 def alive(agent: Agent) -> set[str]:
@@ -135,14 +94,14 @@ async def user_event_once(tmp_path: Path) -> None:
             await a.user_event("deploy", payload, False)
             rec = await stream.__anext__()
             assert isinstance(rec, UserEventRecord) and rec.payload == payload
-            await wait_for(lambda: all(len(lines(runs / n)) == 1 for n in ("a", "b", "c")))
+            await wait_until(lambda: all(len(lines(runs / n)) == 1 for n in ("a", "b", "c")))
             # a late joiner with replay gets the old event once, and its push/pull hands the
             # event back to a, which must not run it again
             d = make_agent(tmp_path, "d", f"--event-handler=user:deploy=echo x >> {runs}/d")
             await nursery.start(run_agent, d)
             assert a.addr is not None
             await d.join([f"{a.addr.host}:{a.addr.port}"], True)
-            await wait_for(lambda: len(lines(runs / "d")) == 1)
+            await wait_until(lambda: len(lines(runs / "d")) == 1)
             await trio.sleep(1.5)  # gossip retransmits come and go
             counts = {n: len(lines(runs / n)) for n in ("a", "b", "c", "d")}
             assert counts == {"a": 1, "b": 1, "c": 1, "d": 1}
@@ -203,10 +162,10 @@ async def hanging_handler(tmp_path: Path) -> None:
             await nursery.start(run_agent, c)
             assert a.addr is not None
             await c.join([f"{a.addr.host}:{a.addr.port}"], False)
-            await wait_for(lambda: alive(a) == {"a", "b", "c"})
+            await wait_until(lambda: alive(a) == {"a", "b", "c"})
             await a.user_event("next", b"", False)  # another handler is not held up
-            await wait_for(lambda: lines(marker) == ["ran"])
-            await wait_for(lambda: handler_timeouts(a, "user:hang=sleep 600") == 1)
+            await wait_until(lambda: lines(marker) == ["ran"])
+            await wait_until(lambda: handler_timeouts(a, "user:hang=sleep 600") == 1)
             assert trio.current_time() - t0 < 10
             timeouts = [e for e in logs if e["event"] == "handler_timeout"]
             assert len(timeouts) == 1 and timeouts[0]["timeout"] == 1.0
@@ -227,7 +186,7 @@ async def crashing_handler(tmp_path: Path) -> None:
         async with cluster(a):
             await a.user_event("job", b"boom", False)
             await a.user_event("job", b"fine", False)
-            await wait_for(lambda: lines(out) == ["fine"])
+            await wait_until(lambda: lines(out) == ["fine"])
             failed = [e for e in logs if e["event"] == "handler_failed"]
             assert len(failed) == 1
             assert failed[0]["exit_code"] == 3 and "it broke" in failed[0]["output_tail"]
@@ -262,11 +221,11 @@ async def force_leave(tmp_path: Path) -> None:
         async with cluster(*agents) as (_, scopes):
             a, b, _c = agents
             scopes[2].cancel()  # c crashes: no leave
-            await wait_for(lambda: status_of(a, "c") == "failed", limit=40)
-            await wait_for(lambda: status_of(b, "c") == "failed", limit=40)
+            await wait_until(lambda: status_of(a, "c") == "failed", within=40)
+            await wait_until(lambda: status_of(b, "c") == "failed", within=40)
             await a.force_leave("c", False)
-            await wait_for(lambda: status_of(a, "c") == "left")
-            await wait_for(lambda: status_of(b, "c") == "left")
+            await wait_until(lambda: status_of(a, "c") == "left")
+            await wait_until(lambda: status_of(b, "c") == "left")
             assert a.stats()["serf"]["left"] == "1"
 
 
@@ -282,8 +241,8 @@ async def leave_restart(tmp_path: Path) -> None:
         async with cluster(*agents) as (nursery, _):
             a, b, c = agents
             await b.leave()
-            await wait_for(lambda: status_of(a, "b") == "left")
-            await wait_for(lambda: status_of(c, "b") == "left")
+            await wait_until(lambda: status_of(a, "b") == "left")
+            await wait_until(lambda: status_of(c, "b") == "left")
             await trio.sleep(1.0)
             b2 = make_agent(tmp_path, "b", port=port)
             await nursery.start(run_agent, b2)
@@ -291,7 +250,7 @@ async def leave_restart(tmp_path: Path) -> None:
             t0 = trio.current_time()
             await b2.join([f"{a.addr.host}:{a.addr.port}"], False)
             for ag in (a, b2, c):
-                await wait_for(lambda ag=ag: alive(ag) == {"a", "b", "c"})  # type: ignore[misc]
+                await wait_until(lambda ag=ag: alive(ag) == {"a", "b", "c"})  # type: ignore[misc]
             assert trio.current_time() - t0 < 10
             await trio.sleep(1.0)  # and it stays alive (no stale leave intent wins)
             assert status_of(a, "b") == "alive" and status_of(c, "b") == "alive"

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
+from helpers import Procs, free_port, wait_for
 from structlog.testing import capture_logs
 
 import serf_trio.serf.snapshot as snapshot_rules
@@ -102,45 +103,16 @@ async def wait_file(cond: Callable[[], bool]) -> None:
 # --- real processes ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=WAIT)
-
-
-def spawn(
-    procs: list[subprocess.Popen[bytes]], tmp_path: Path, name: str, *args: str
-) -> subprocess.Popen[bytes]:
+def spawn(procs: Procs, tmp_path: Path, name: str, *args: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)
-    with (tmp_path / f"{name}.log").open("ab") as log:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "serf_trio.agent", f"--node={name}", "--profile=local", *args],
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=tmp_path,
-        )
-    procs.append(p)
-    return p
+    argv = [sys.executable, "-m", "serf_trio.agent", f"--node={name}", "--profile=local", *args]
+    return procs.start(name, argv, env=env, cwd=tmp_path)
 
 
 def wait_until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while True:
-        try:
-            if cond():
-                return
-        except (OSError, ConnectError):
-            pass  # the RPC socket is not there yet
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    # OSError / ConnectError: the RPC socket is not there yet
+    wait_for(cond, what, WAIT, ignore=(OSError, ConnectError))
 
 
 def statuses(sock: Path) -> dict[str, str]:
@@ -148,25 +120,10 @@ def statuses(sock: Path) -> dict[str, str]:
         return {m.name: m.status for m in c.members()}
 
 
-def free_port() -> int:
-    import socket
-
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-
-
 @pytest.mark.realnet
 @pytest.mark.slow
 def test_sigkill_restart_rejoins_from_snapshot_and_replays_nothing(
-    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+    tmp_path: Path, procs: Procs
 ) -> None:
     pa, pb = free_port(), free_port()
     sa, sb = tmp_path / "a.sock", tmp_path / "b.sock"

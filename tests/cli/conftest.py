@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from serf_trio.cli import common
-from serf_trio.rpc.api import Coordinate, KeyResponse, QueryParams, QueryRecord, RpcMember
+from serf_trio.rpc.api import KeyResponse, QueryParams, QueryRecord, RpcMember
 from serf_trio.rpc.client import ConnectError, RpcError
+from serf_trio.serf.coordinate import Coordinate
 
 
 def member(name: str, ip: bytes, port: int, status: str = "alive", **tags: str) -> RpcMember:

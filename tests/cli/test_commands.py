@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from serf_trio.cli import app
-from serf_trio.rpc.api import Coordinate, KeyResponse, QueryParams, QueryRecord
+from serf_trio.rpc.api import KeyResponse, QueryParams, QueryRecord
+from serf_trio.serf.coordinate import Coordinate
 
 from .conftest import FakeClient, member
 

@@ -19,7 +19,6 @@ import trio
 from serf_trio.rpc.api import (
     NOT_SUPPORTED,
     AgentError,
-    Coordinate,
     EventRecord,
     KeyResponse,
     QueryParams,
@@ -27,6 +26,7 @@ from serf_trio.rpc.api import (
     RpcMember,
 )
 from serf_trio.rpc.server import RpcServer
+from serf_trio.serf.coordinate import Coordinate
 
 from .test_fast_start import clean_env, serf_trio_cmd
 

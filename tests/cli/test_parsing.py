@@ -11,7 +11,7 @@ import typer
 from serf_trio.cli import common
 from serf_trio.cli.fast import SimpleCoercion
 from serf_trio.cli.info import distance_seconds
-from serf_trio.rpc.api import Coordinate
+from serf_trio.serf.coordinate import Coordinate
 
 
 @pytest.mark.parametrize(

@@ -20,16 +20,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import helpers
 import pytest
+from helpers import free_port
 
 from serf_trio.rpc.api import RpcMember
 from serf_trio.rpc.client import RpcClient, RpcError
@@ -77,45 +77,14 @@ def handler_script(tmp_path: Path) -> Path:
     return path
 
 
-# -- ports ------------------------------------------------------------------------------------
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both TCP and UDP right now (never returned twice)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            if port in _handed_out:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((HOST, port))
-                except OSError:
-                    continue
-        _handed_out.add(port)
-        return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
-# -- waiting ----------------------------------------------------------------------------------
+# -- waiting (ports and polling: ``helpers``) ----------------------------------------------
 
 
 def wait_for(
     cond: Callable[[], T | None], what: str, timeout: float = WAIT, interval: float = 0.05
 ) -> T:
-    """Poll ``cond`` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = cond()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
-        last = cond()
-    assert last is not None
-    return last
+    """:func:`helpers.wait_for` with this suite's default deadline."""
+    return helpers.wait_for(cond, what, timeout, interval)
 
 
 def wait_each(

@@ -14,7 +14,6 @@ import trio
 
 from serf_trio.rpc.api import (
     AgentError,
-    Coordinate,
     EventRecord,
     KeyResponse,
     QueryParams,
@@ -22,6 +21,7 @@ from serf_trio.rpc.api import (
     RpcMember,
 )
 from serf_trio.rpc.protocol import LOG_LEVELS
+from serf_trio.serf.coordinate import Coordinate
 
 IP1 = bytes([127, 0, 0, 11])
 IP2 = bytes([127, 0, 0, 12])

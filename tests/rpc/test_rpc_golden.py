@@ -28,9 +28,10 @@ import pytest
 import trio
 
 from serf_trio.rpc import protocol as p
-from serf_trio.rpc.api import Coordinate, KeyResponse, QueryEventRecord, QueryParams
+from serf_trio.rpc.api import KeyResponse, QueryEventRecord, QueryParams
 from serf_trio.rpc.client import RpcClient
 from serf_trio.rpc.server import RpcServer
+from serf_trio.serf.coordinate import Coordinate
 
 from .fake_agent import FakeAgent
 

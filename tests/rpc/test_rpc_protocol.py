@@ -10,10 +10,11 @@ import msgpack
 import pytest
 
 from serf_trio.rpc import protocol as p
-from serf_trio.rpc.api import Coordinate, RpcMember
+from serf_trio.rpc.api import RpcMember
 from serf_trio.rpc.client import DEFAULT_TCP_PORT, ConnectError, RpcClient, parse_tcp_addr
 from serf_trio.rpc.paths import candidate_socket_paths, default_socket_path
 from serf_trio.rpc.server import filter_members
+from serf_trio.serf.coordinate import Coordinate
 
 
 def test_request_golden_bytes_handshake_and_event() -> None:

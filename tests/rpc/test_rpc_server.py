@@ -16,7 +16,6 @@ import trio.testing
 
 from serf_trio.rpc import protocol as p
 from serf_trio.rpc.api import (
-    Coordinate,
     MemberEventRecord,
     QueryEventRecord,
     QueryParams,
@@ -25,6 +24,7 @@ from serf_trio.rpc.api import (
 )
 from serf_trio.rpc.client import RpcClient, RpcError
 from serf_trio.rpc.server import RpcServeError, RpcServer
+from serf_trio.serf.coordinate import Coordinate
 
 from .fake_agent import FakeAgent, default_members
 from .rpc_harness import EOF, Raw, client, in_thread, running_server

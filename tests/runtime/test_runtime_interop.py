@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Procs, free_port, wait_for
 
 pytestmark = [
     pytest.mark.interop,
@@ -28,66 +27,6 @@ pytestmark = [
 SERF = shutil.which("serf") or "serf"
 
 
-def free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``cond`` until truthy; fail after ``timeout`` seconds naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-class Procs:
-    """Starts processes with their output in files; kills what is left at teardown."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"{name}.log"
-        with log.open("wb") as f:
-            p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
-        self.procs.append((p, log))
-        return p
-
-    def close(self) -> None:
-        for p, _log in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait(timeout=10)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for _, log in self.procs)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    ps = Procs(tmp_path)
-    try:
-        yield ps
-    finally:
-        ps.close()
-
-
 class RealAgent:
     def __init__(self, procs: Procs, name: str, join: str | None = None) -> None:
         self.port = free_port()
@@ -97,7 +36,7 @@ class RealAgent:
         if join:
             argv.append(f"-join={join}")
         self.proc = procs.start(name, argv)
-        wait_for(self._rpc_up, 15, f"serf agent {name} RPC")
+        wait_for(self._rpc_up, f"serf agent {name} RPC", 15)
 
     def _rpc_up(self) -> bool:
         if self.proc.poll() is not None:
@@ -142,7 +81,7 @@ class Runner:
             *extra,
         ]
         self.proc = procs.start(name, argv)
-        wait_for(self.members_file.exists, 15, f"runner {name} members file")
+        wait_for(self.members_file.exists, f"runner {name} members file", 15)
 
     def status(self, name: str) -> str | None:
         try:
@@ -160,13 +99,13 @@ def test_our_node_joins_real_agent_and_detects_its_crash(procs: Procs) -> None:
     try:
         real = RealAgent(procs, "real1")
         ours = Runner(procs, "py1", f"--join={real.addr}")
-        wait_for(lambda: real.status("py1") == "alive", 15, "real agent lists py1 alive")
-        wait_for(lambda: ours.status("real1") == "alive", 15, "py1 lists real1 alive")
+        wait_for(lambda: real.status("py1") == "alive", "real agent lists py1 alive", 15)
+        wait_for(lambda: ours.status("real1") == "alive", "py1 lists real1 alive", 15)
         # Real Serf decodes our tags from Meta.
         assert (real.members() or {})["py1"]["tags"] == {"impl": "serf-trio"}
         t_joined = time.monotonic()
         real.proc.send_signal(signal.SIGKILL)
-        wait_for(lambda: ours.status("real1") == "failed", 30, "py1 marks real1 failed")
+        wait_for(lambda: ours.status("real1") == "failed", "py1 marks real1 failed", 30)
         t_failed = time.monotonic()
         assert ours.proc.poll() is None
     except AssertionError:
@@ -181,11 +120,11 @@ def test_real_agent_joins_our_node_and_detects_its_crash(procs: Procs) -> None:
         ours = Runner(procs, "py2")
         real = RealAgent(procs, "real2")
         real.join(ours.addr)
-        wait_for(lambda: real.status("py2") == "alive", 15, "real agent lists py2 alive")
-        wait_for(lambda: ours.status("real2") == "alive", 15, "py2 lists real2 alive")
+        wait_for(lambda: real.status("py2") == "alive", "real agent lists py2 alive", 15)
+        wait_for(lambda: ours.status("real2") == "alive", "py2 lists real2 alive", 15)
         t_joined = time.monotonic()
         ours.proc.send_signal(signal.SIGKILL)
-        wait_for(lambda: real.status("py2") == "failed", 30, "real agent marks py2 failed")
+        wait_for(lambda: real.status("py2") == "failed", "real agent marks py2 failed", 30)
         t_failed = time.monotonic()
     except AssertionError:
         print(procs.logs())
@@ -203,10 +142,10 @@ def test_sigterm_is_a_memberlist_leave_not_a_detected_failure(procs: Procs) -> N
     try:
         real = RealAgent(procs, "real3")
         ours = Runner(procs, "py3", f"--join={real.addr}")
-        wait_for(lambda: real.status("py3") == "alive", 15, "real agent lists py3 alive")
+        wait_for(lambda: real.status("py3") == "alive", "real agent lists py3 alive", 15)
         ours.proc.send_signal(signal.SIGTERM)
         assert ours.proc.wait(timeout=15) == 0
-        wait_for(lambda: real.status("py3") == "failed", 15, "real agent drops py3")
+        wait_for(lambda: real.status("py3") == "failed", "real agent drops py3", 15)
         real_log = (procs.tmp / "real3.log").read_text()
         assert "Suspect py3" not in real_log and "Marking py3 as failed" not in real_log
         log = (procs.tmp / "py3.log").read_text().splitlines()

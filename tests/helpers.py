@@ -1,0 +1,116 @@
+"""Helpers the real-socket and real-process tests share: free ports, polling with a deadline,
+and child processes that are always reaped.
+
+Importable as ``helpers`` from any test folder: ``pyproject.toml`` puts ``tests/`` on
+``sys.path`` (``pythonpath``), since most test folders are not packages.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+HOST = "127.0.0.1"
+
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = HOST) -> int:
+    """A port free on ``host`` for both TCP and UDP right now (agents bind both), never handed
+    out twice in one test run."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port on {host}")
+
+
+def wait_for(
+    cond: Callable[[], T | None],
+    what: str,
+    timeout: float,
+    interval: float = 0.05,
+    ignore: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll ``cond`` until it returns a truthy value (returned) or ``timeout`` seconds pass.
+
+    Exceptions of the ``ignore`` types count as "not yet" (a socket that is not there yet).
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        try:
+            last = cond()
+        except ignore:
+            last = None
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+async def wait_until(
+    cond: Callable[[], bool], within: float = 15.0, interval: float = 0.02
+) -> None:
+    """Poll a read-only view inside trio (there is no event for "the view now says X")."""
+    with trio.fail_after(within):
+        while not cond():  # noqa: ASYNC110 - polling a read-only view with a deadline
+            await trio.sleep(interval)
+
+
+class Procs:
+    """Starts processes with their output in ``<tmp>/<name>.log``; kills what is left on close."""
+
+    def __init__(self, tmp: Path, stop_timeout: float = 10.0) -> None:
+        self.tmp = tmp
+        self.stop_timeout = stop_timeout
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv``; a restart under the same name appends to the same log."""
+        log = self.tmp / f"{name}.log"
+        with log.open("ab") as f:
+            p = subprocess.Popen(
+                list(argv),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+            )
+        self.started.append((p, log))
+        return p
+
+    def close(self) -> None:
+        for p, _log in self.started:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=self.stop_timeout)
+
+    def logs(self) -> str:
+        """The tail of every log, for a failure message."""
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for _, log in self.started)
