@@ -2,6 +2,10 @@
 
 import sys
 
-from serf_trio.agent import main
+from serf_trio.process import keep_rich_out
+
+keep_rich_out()
+
+from serf_trio.agent import main  # noqa: E402 - must come after keep_rich_out()
 
 sys.exit(main())

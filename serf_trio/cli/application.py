@@ -47,6 +47,9 @@ LOCAL_COMMANDS = ("agent", "version", "demo")
 
 def agent(ctx: typer.Context) -> None:
     """Run a serf-trio agent (flags: serf-trio agent --help)."""
+    from serf_trio.process import keep_rich_out
+
+    keep_rich_out()
     from serf_trio.agent import main as agent_main
 
     raise typer.Exit(agent_main(list(ctx.args)))
