@@ -3,7 +3,7 @@
 Usage::
 
     python bench/sim_throughput.py [--nodes 1000] [--seconds 20] [--seed 1] [--batch 100]
-                                   [--profile [N]]
+                                   [--profile [N]] [--serf]
 
 Bootstraps ``--nodes`` nodes (all join through node n0, ``--batch`` at a time with a short
 settle between batches, so the seed is not asked for a thousand push/pulls at once), waits
@@ -11,7 +11,8 @@ until every node sees every other alive, then runs ``--seconds`` of simulated st
 prints the rate.  ``--warmup`` simulated seconds run first, unmeasured: after a join storm every
 node still retransmits one alive per member for a while, which is not the steady state.
 ``--profile`` runs the steady phase under cProfile and prints the top
-functions by own time (the simulator's and the core's hot spots).
+functions by own time (the simulator's and the core's hot spots).  ``--serf`` runs
+``SerfNode`` cores (the Serf layer over memberlist) instead of bare memberlist cores.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pstats
 import sys
 import time
 
+from serf_trio.serf.config import SerfConfig
 from serf_trio.testing.sim import Simulator
 
 
@@ -50,9 +52,10 @@ def main(argv: list[str] | None = None) -> None:
         "--warmup", type=float, default=60.0, help="simulated seconds to drain the join storm"
     )
     ap.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="N")
+    ap.add_argument("--serf", action="store_true", help="drive SerfNode cores")
     args = ap.parse_args(argv)
 
-    sim = Simulator(args.seed, record_trace=False)
+    sim = Simulator(args.seed, record_trace=False, serf=SerfConfig() if args.serf else None)
     boot_wall = bootstrap(sim, args.nodes, args.batch, args.settle)
     boot_events = sim.statistics().events
     print(
