@@ -18,11 +18,24 @@ same trace), and plays the *driver* role of ``swim.api`` for every node:
   failure (refused, reset, closed without reply, partition, ``timeout``) ends in
   ``stream_result(None, error)``; whichever of reply, failure and timeout comes first wins;
 * commands – join, crash (the process stops, its address becomes a dead host), graceful
-  leave (the node stops once its ``LeaveDone`` arrives), restart (a fresh core, incarnation 1,
+  leave (the node stops once its ``LeaveDone`` arrives; a Serf node lingers
+  ``leave_propagate_delay`` more, as the agent does), restart (a fresh core, incarnation 1,
   same name and address).
 
+Cores: ``core_factory`` builds each node's core; ``memberlist_factory`` (the default) a
+``swim.node.Memberlist``, ``serf_factory`` (or ``Simulator(serf=SerfConfig(...))``) a
+``serf.node.SerfNode``, which the simulator drives exactly the same way.  Memberlist-level views
+(``view``, convergence, dead detection) read ``SerfNode.memberlist``; Serf nodes add Serf
+commands (``user_event``, ``query``, ``set_tags``, ``force_leave``, now or at a simulated time),
+an in-sim query ``query_handler`` that answers delivered queries through ``SerfNode.respond``,
+and records of what each node delivered: ``serf_member_events``, ``user_events`` (with their
+LTime), ``query_deliveries`` and, per started query, a ``SimQuery`` collecting acks, responses
+and the final ``done``.  An effect the simulator does not know is an error (``TypeError``),
+never silently dropped.
+
 Nodes live on loopback *labels* ``127.0.X.Y:7946``; nothing is ever sent.  The simulator records
-a trace of ``(time, node, summary)`` for member events, notices, violations and command results
+a trace of ``(time, node, summary)`` for member events (memberlist's and Serf's), Serf user
+events, query deliveries and query progress, notices, violations and command results
 (``same seed => same trace``), and offers queries for assertions: views, convergence, the time
 at which every survivor saw a node dead, and false dead declarations.
 
@@ -40,11 +53,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
+from ..serf.config import SerfConfig
+from ..serf.effects import QueryUpdate, SerfMemberEvent, SerfQueryEvent, SerfUserEvent
+from ..serf.members import SerfMember
+from ..serf.node import SerfError
+from ..serf.query import QueryParam, QueryParamsLike
 from ..swim.api import (
     Address,
-    Effect,
     JoinDone,
     LeaveDone,
     MemberEvent,
@@ -67,28 +84,69 @@ SIM_CONFIG = dataclasses.replace(LAN, enable_compression=False)
 
 
 class CoreProtocol(Protocol):
-    """The part of ``swim.node.Memberlist`` the simulator drives (see ``swim.api``)."""
+    """The driving API the simulator calls (see ``swim.api``): ``swim.node.Memberlist`` and
+    ``serf.node.SerfNode`` both fit.  Effects are typed loosely (``Sequence[object]``) because
+    the two return different effect unions; the simulator dispatches on the record type and
+    rejects types it does not know.  ``members``/``member`` are each core's *own* view
+    (``MemberInfo`` for memberlist, ``SerfMember`` for Serf); the simulator reads the
+    memberlist-level one through ``swim_view``."""
 
-    def probe(self, now: float) -> list[Effect]: ...
-    def gossip(self, now: float) -> list[Effect]: ...
-    def push_pull(self, now: float) -> list[Effect]: ...
+    def probe(self, now: float) -> Sequence[object]: ...
+    def gossip(self, now: float) -> Sequence[object]: ...
+    def push_pull(self, now: float) -> Sequence[object]: ...
     def push_pull_period(self) -> float: ...
     def next_deadline(self) -> float | None: ...
-    def tick(self, now: float) -> list[Effect]: ...
-    def handle_packet(self, now: float, src: Address, data: bytes) -> list[Effect]: ...
-    def handle_stream(self, now: float, data: bytes) -> tuple[bytes | None, list[Effect]]: ...
+    def tick(self, now: float) -> Sequence[object]: ...
+    def handle_packet(self, now: float, src: Address, data: bytes) -> Sequence[object]: ...
+    def handle_stream(self, now: float, data: bytes) -> tuple[bytes | None, Sequence[object]]: ...
     def stream_result(
         self, now: float, stream_id: int, reply: bytes | None, error: str = ""
-    ) -> list[Effect]: ...
-    def join(self, now: float, seeds: Sequence[Address]) -> tuple[int, list[Effect]]: ...
-    def leave(self, now: float, timeout: float) -> list[Effect]: ...
+    ) -> Sequence[object]: ...
+    def join(self, now: float, seeds: Sequence[Address]) -> tuple[int, Sequence[object]]: ...
+    def leave(self, now: float, timeout: float) -> Sequence[object]: ...
+    def members(self) -> Sequence[object]: ...
+    def member(self, name: str) -> object | None: ...
+    def num_alive(self) -> int: ...
+
+
+class SwimView(Protocol):
+    """Memberlist-level views: ``Memberlist`` itself, or ``SerfNode.memberlist``."""
+
     def members(self) -> list[MemberInfo]: ...
     def member(self, name: str) -> MemberInfo | None: ...
     def num_alive(self) -> int: ...
 
 
+@runtime_checkable
+class SerfCore(CoreProtocol, Protocol):
+    """What the simulator needs of a Serf core (``serf.node.SerfNode``) beyond driving it."""
+
+    @property
+    def config(self) -> SerfConfig: ...
+    @property
+    def memberlist(self) -> SwimView: ...
+    def members(self) -> list[SerfMember]: ...
+    def member(self, name: str) -> SerfMember | None: ...
+    def user_event(
+        self, now: float, name: str, payload: bytes, coalesce: bool
+    ) -> Sequence[object]: ...
+    def query(self, now: float, params: QueryParamsLike) -> tuple[int, Sequence[object]]: ...
+    def respond(self, now: float, token: int, payload: bytes) -> Sequence[object]: ...
+    def set_tags(self, now: float, tags: dict[str, str]) -> Sequence[object]: ...
+    def force_leave(self, now: float, node: str, prune: bool = False) -> Sequence[object]: ...
+
+
+def swim_view(core: CoreProtocol) -> SwimView:
+    """The memberlist-level view of ``core``: its ``memberlist`` if it wraps one, else itself."""
+    if isinstance(core, SerfCore):
+        return core.memberlist
+    return cast(SwimView, core)
+
+
 # (config, name, addr, rng, now) -> core
 CoreFactory = Callable[[SwimConfig, str, Address, random.Random, float], CoreProtocol]
+# (node name, delivered query) -> response payload, or None to stay silent
+QueryHandler = Callable[[str, SerfQueryEvent], bytes | None]
 
 
 def memberlist_factory(
@@ -98,6 +156,35 @@ def memberlist_factory(
     from ..swim.node import Memberlist
 
     return Memberlist(config, name, addr, rng=rng, now=now)
+
+
+def serf_factory(
+    serf_config: SerfConfig | None = None,
+    *,
+    tags: Callable[[str], dict[str, str]] | None = None,
+) -> CoreFactory:
+    """A factory of ``SerfNode`` cores with ``serf_config`` and initial ``tags(name)``."""
+    from ..serf.node import SerfNode
+
+    cfg = serf_config if serf_config is not None else SerfConfig()
+
+    def make(
+        config: SwimConfig, name: str, addr: Address, rng: random.Random, now: float
+    ) -> CoreProtocol:
+        return SerfNode(
+            cfg, config, name, addr, rng=rng, now=now, tags=tags(name) if tags else None
+        )
+
+    return make
+
+
+def answer_with_name(query_name: str) -> QueryHandler:
+    """A ``query_handler``: every node answers queries named ``query_name`` with its name."""
+
+    def handler(node: str, event: SerfQueryEvent) -> bytes | None:
+        return node.encode() if event.name == query_name else None
+
+    return handler
 
 
 def sim_address(index: int) -> Address:
@@ -113,6 +200,7 @@ class NodeStatus(Enum):
     LEAVING = "leaving"  # leave() called, LeaveDone not yet seen: still runs
     LEFT = "left"  # stopped after a graceful leave
     CRASHED = "crashed"
+    SHUTDOWN = "shutdown"  # a Serf node that lost a name conflict stopped without leaving
 
     @property
     def up(self) -> bool:
@@ -130,6 +218,7 @@ class SimNode:
         "index",
         "name",
         "status",
+        "swim",
         "timer_at",
         "timer_gen",
     )
@@ -142,6 +231,7 @@ class SimNode:
         self.addr = addr
         self.config = config
         self.core = core
+        self.swim = swim_view(core)  # memberlist-level views of ``core``
         self.status = NodeStatus.RUNNING
         self.epoch = 0  # bumped by crash/leave/restart: events of an older life are dropped
         self.timer_at: float | None = None
@@ -167,6 +257,64 @@ class DeadDeclaration:
 
 
 @dataclass(frozen=True, slots=True)
+class SerfMemberRecord:
+    """One member of a ``SerfMemberEvent`` emitted by ``node`` at ``time``."""
+
+    time: float
+    node: str
+    kind: str  # member-join | member-leave | member-failed | member-update | member-reap
+    member: str
+    status: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class UserEventRecord:
+    """A user event ``node`` delivered (``SerfUserEvent``) at ``time``."""
+
+    time: float
+    node: str
+    name: str
+    ltime: int
+    payload: bytes
+    coalesce: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDelivery:
+    """A query delivered to ``node``'s handlers (``SerfQueryEvent``) at ``time``."""
+
+    time: float
+    node: str
+    name: str
+    ltime: int
+    source: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class SimQuery:
+    """A query started through ``Simulator.query``, filled in as its ``QueryUpdate`` records arrive.
+
+    A live accumulator (mutable on purpose): ``acks``/``responses`` map the responder to the
+    simulated time the originator got it (and the payload); ``duplicates`` counts updates from
+    a responder already recorded (the core de-duplicates, so it should stay 0); ``done_at`` is
+    when the originator's collector closed (the query deadline).
+    """
+
+    node: str
+    name: str
+    payload: bytes
+    issued_at: float | None = None
+    query_id: int | None = None
+    epoch: int = -1
+    acks: dict[str, float] = dataclasses.field(default_factory=dict)
+    responses: dict[str, tuple[float, bytes]] = dataclasses.field(default_factory=dict)
+    duplicates: int = 0
+    done_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SimStats:
     events: int
     packets_sent: int
@@ -176,6 +324,7 @@ class SimStats:
     streams_failed: int
     ticks: int
     stale_timer_entries: int
+    push_pull_rounds: int = 0  # push_pull() calls (each one anti-entropy sync attempt)
 
 
 # Event kinds (the third field of a heap entry).
@@ -195,10 +344,19 @@ class Simulator:
         config: SwimConfig = SIM_CONFIG,
         link: LinkProfile | None = None,
         net: NetModel | None = None,
-        core_factory: CoreFactory = memberlist_factory,
+        core_factory: CoreFactory | None = None,
+        serf: SerfConfig | None = None,
+        query_handler: QueryHandler | None = None,
         record_trace: bool = True,
         start: float = 0.0,
     ) -> None:
+        """``core_factory`` builds the cores (default: memberlist); ``serf`` is shorthand for
+        ``core_factory=serf_factory(serf)``.  ``query_handler`` answers queries delivered to
+        Serf nodes (see ``answer_with_name``)."""
+        if core_factory is None:
+            core_factory = serf_factory(serf) if serf is not None else memberlist_factory
+        elif serf is not None:
+            raise ValueError("pass either core_factory or serf, not both")
         self.seed = seed
         self.rng = random.Random(f"sim/{seed}")
         self.net = net if net is not None else NetModel(f"net/{seed}", link or LinkProfile())
@@ -215,6 +373,14 @@ class Simulator:
         self.notices: Counter[str] = Counter()
         self.dead_declarations: list[DeadDeclaration] = []
         self.join_results: dict[str, list[JoinDone]] = {}
+        self.query_handler = query_handler
+        self.serf_member_events: list[SerfMemberRecord] = []
+        self.user_events: list[UserEventRecord] = []
+        self.query_deliveries: list[QueryDelivery] = []
+        self.queries: list[SimQuery] = []
+        self._open_queries: dict[tuple[str, int, int], SimQuery] = {}  # (node, epoch, id)
+        # subject -> observer -> (kind, time) of the observer's latest Serf event about it
+        self._serf_seen: dict[str, dict[str, tuple[str, float]]] = {}
         # subject -> observer -> time of the observer's latest "subject is DEAD" event
         self._dead_seen: dict[str, dict[str, float]] = {}
         self._events = 0
@@ -225,6 +391,7 @@ class Simulator:
         self._streams_failed = 0
         self._ticks = 0
         self._stale = 0
+        self._push_pulls = 0
         self._same_time_ticks = 0
         self._last_tick_time = -1.0
 
@@ -311,6 +478,7 @@ class Simulator:
         node.epoch += 1
         node.status = NodeStatus.RUNNING
         node.core = self._new_core(node.name, node.addr, node.config)
+        node.swim = swim_view(node.core)
         node.timer_at = None
         self.net.revive(node.addr)
         self._record(name, "cmd restart")
@@ -325,6 +493,109 @@ class Simulator:
         node.timer_gen += 1
         node.timer_at = None
         self.net.kill(node.addr)
+
+    # -- Serf commands (now, or at simulated time ``at``) ----------------------------------
+
+    def serf_core(self, name: str) -> SerfCore:
+        """``name``'s core as a Serf core (``TypeError`` for a memberlist-only node)."""
+        core = self.nodes[name].core
+        if not isinstance(core, SerfCore):
+            raise TypeError(f"{name} does not run a Serf core")
+        return core
+
+    def _command(
+        self, name: str, at: float | None, what: str, fn: Callable[[SimNode, SerfCore], None]
+    ) -> None:
+        """Run ``fn`` on ``name``'s Serf core now or at ``at``; a stopped node is skipped."""
+        self.serf_core(name)  # fail fast on a memberlist-only node
+
+        def run(sim: Simulator) -> None:
+            node = sim.nodes[name]
+            if not node.status.up:
+                sim._record(name, f"cmd {what} skipped: {node.status.value}")
+                return
+            fn(node, sim.serf_core(name))
+
+        if at is None:
+            run(self)
+        else:
+            self.at(at, run)
+
+    def user_event(
+        self,
+        name: str,
+        event: str,
+        payload: bytes = b"",
+        *,
+        coalesce: bool = False,
+        at: float | None = None,
+    ) -> None:
+        """``name`` sends user event ``event`` (now or at ``at``); ``SerfError`` past the size
+        limit propagates."""
+
+        def fn(node: SimNode, core: SerfCore) -> None:
+            self._record(name, f"cmd user_event {event} {len(payload)}B")
+            self._apply(node, core.user_event(self.now, event, payload, coalesce))
+
+        self._command(name, at, f"user_event {event}", fn)
+
+    def query(
+        self,
+        name: str,
+        query: str,
+        payload: bytes = b"",
+        *,
+        timeout: float = 0.0,
+        request_ack: bool = False,
+        filter_nodes: Sequence[str] = (),
+        filter_tags: dict[str, str] | None = None,
+        relay_factor: int = 0,
+        at: float | None = None,
+    ) -> SimQuery:
+        """``name`` starts query ``query`` (now or at ``at``); ``timeout`` 0 = Serf's default
+        formula.  The returned ``SimQuery`` fills in as acks, responses and ``done`` arrive
+        (``issued_at`` stays None if the node was down when the command came due)."""
+        params = QueryParam(
+            query,
+            payload,
+            tuple(filter_nodes),
+            dict(filter_tags or {}),
+            request_ack,
+            relay_factor,
+            timeout,
+        )
+        handle = SimQuery(name, query, payload)
+        self.queries.append(handle)
+
+        def fn(node: SimNode, core: SerfCore) -> None:
+            qid, effects = core.query(self.now, params)
+            handle.issued_at, handle.query_id, handle.epoch = self.now, qid, node.epoch
+            self._open_queries[(name, node.epoch, qid)] = handle
+            self._record(name, f"cmd query {query} id={qid}")
+            self._apply(node, effects)
+
+        self._command(name, at, f"query {query}", fn)
+        return handle
+
+    def set_tags(self, name: str, tags: dict[str, str], *, at: float | None = None) -> None:
+        """``name`` replaces its tags (memberlist re-announces it; peers see member-update)."""
+
+        def fn(node: SimNode, core: SerfCore) -> None:
+            self._record(name, "cmd set_tags " + ",".join(f"{k}={tags[k]}" for k in sorted(tags)))
+            self._apply(node, core.set_tags(self.now, tags))
+
+        self._command(name, at, "set_tags", fn)
+
+    def force_leave(
+        self, name: str, node: str, *, prune: bool = False, at: float | None = None
+    ) -> None:
+        """``name`` broadcasts a leave intent for ``node`` (failed -> left; ``prune`` erases)."""
+
+        def fn(sim_node: SimNode, core: SerfCore) -> None:
+            self._record(name, f"cmd force_leave {node} prune={prune}")
+            self._apply(sim_node, core.force_leave(self.now, node, prune))
+
+        self._command(name, at, f"force_leave {node}", fn)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -395,6 +666,7 @@ class Simulator:
                 period = node.core.push_pull_period()
                 if period > 0:
                     self._push(now + period, _PUSHPULL, node, epoch)
+                self._push_pulls += 1
                 self._apply(node, node.core.push_pull(now))
         elif kind == _STREAM_REQ:
             self._stream_request(ev[3], ev[4], ev[5], ev[6], ev[7], ev[8])
@@ -415,7 +687,7 @@ class Simulator:
 
     # -- effects ---------------------------------------------------------------------------
 
-    def _apply(self, node: SimNode, effects: list[Effect]) -> None:
+    def _apply(self, node: SimNode, effects: Sequence[object]) -> None:
         now = self.now
         for eff in effects:
             t = type(eff)
@@ -445,13 +717,107 @@ class Simulator:
                 assert isinstance(eff, LeaveDone)
                 self._record(node.name, f"leave_done timed_out={eff.timed_out}")
                 if node.status is NodeStatus.LEAVING:
-                    self._stop(node, NodeStatus.LEFT)
+                    self._leave_done(node)
             elif t is Violation:
                 assert isinstance(eff, Violation)
                 self.notices["violation"] += 1
                 self._record(node.name, f"violation {eff.source} {eff.reason}")
+            elif t is SerfMemberEvent:
+                assert isinstance(eff, SerfMemberEvent)
+                self._serf_member_event(node, eff)
+            elif t is SerfUserEvent:
+                assert isinstance(eff, SerfUserEvent)
+                self.user_events.append(
+                    UserEventRecord(now, node.name, eff.name, eff.ltime, eff.payload, eff.coalesce)
+                )
+                self._record(node.name, f"user {eff.name} ltime={eff.ltime} {len(eff.payload)}B")
+            elif t is SerfQueryEvent:
+                assert isinstance(eff, SerfQueryEvent)
+                self._query_event(node, eff)
+            elif t is QueryUpdate:
+                assert isinstance(eff, QueryUpdate)
+                self._query_update(node, eff)
+            else:
+                # A new effect type needs a decision here; dropping it could hide a bug.
+                raise TypeError(f"{node.name}: unknown effect {eff!r}")
         if node.status.up:
             self._reschedule_timer(node)
+
+    def _leave_done(self, node: SimNode) -> None:
+        """Stop a leaving node; a Serf node first lingers ``leave_propagate_delay`` (the agent
+        keeps running that long so its leave spreads)."""
+        core = node.core
+        linger = core.config.leave_propagate_delay if isinstance(core, SerfCore) else 0.0
+        if linger <= 0:
+            self._stop(node, NodeStatus.LEFT)
+            return
+        epoch = node.epoch
+
+        def stop(sim: Simulator) -> None:
+            if node.epoch == epoch and node.status is NodeStatus.LEAVING:
+                sim._stop(node, NodeStatus.LEFT)
+                sim._record(node.name, "stopped after leave")
+
+        self.at(self.now + linger, stop)
+
+    def _serf_member_event(self, node: SimNode, ev: SerfMemberEvent) -> None:
+        now = self.now
+        for m in ev.members:
+            self.serf_member_events.append(
+                SerfMemberRecord(now, node.name, ev.kind, m.name, m.status, m.tags)
+            )
+            self._serf_seen.setdefault(m.name, {})[node.name] = (ev.kind, now)
+            # Serf's failed is memberlist's dead: keep dead_seen_at meaningful for Serf runs.
+            if ev.kind == "member-failed":
+                self._dead_seen.setdefault(m.name, {})[node.name] = now
+            elif ev.kind == "member-join":
+                seen = self._dead_seen.get(m.name)
+                if seen is not None:
+                    seen.pop(node.name, None)
+            if self.record_trace:
+                self._record(node.name, f"{ev.kind} {m.name} {m.status} {m.status_ltime}")
+
+    def _query_event(self, node: SimNode, ev: SerfQueryEvent) -> None:
+        self.query_deliveries.append(
+            QueryDelivery(self.now, node.name, ev.name, ev.ltime, ev.source_node, ev.deadline)
+        )
+        self._record(node.name, f"query {ev.name} ltime={ev.ltime} from={ev.source_node}")
+        if self.query_handler is None:
+            return
+        payload = self.query_handler(node.name, ev)
+        if payload is None:
+            return
+        core = node.core
+        if not isinstance(core, SerfCore):  # pragma: no cover - only Serf cores emit queries
+            raise TypeError(f"{node.name}: query event from a non-Serf core")
+        try:
+            effects = core.respond(self.now, ev.token, payload)
+        except SerfError as exc:
+            self.notices["respond_error"] += 1
+            self._record(node.name, f"respond_error {ev.name} {exc}")
+            return
+        self._apply(node, effects)
+
+    def _query_update(self, node: SimNode, up: QueryUpdate) -> None:
+        now = self.now
+        self._record(node.name, f"query_update id={up.query_id} {up.record_type} {up.from_}")
+        handle = self._open_queries.get((node.name, node.epoch, up.query_id))
+        if handle is None:
+            self.notices["unmatched_query_update"] += 1
+            return
+        if up.record_type == "ack":
+            if up.from_ in handle.acks:
+                handle.duplicates += 1
+            else:
+                handle.acks[up.from_] = now
+        elif up.record_type == "response":
+            if up.from_ in handle.responses:
+                handle.duplicates += 1
+            else:
+                handle.responses[up.from_] = (now, up.payload)
+        else:
+            handle.done_at = now
+            del self._open_queries[(node.name, node.epoch, up.query_id)]
 
     def _member_event(self, node: SimNode, ev: MemberEvent) -> None:
         m = ev.member
@@ -468,6 +834,9 @@ class Simulator:
 
     def _notice(self, node: SimNode, n: Notice) -> None:
         self.notices[n.event] += 1
+        if n.event == "name_conflict_resolution" and n.fields.get("won") is False:
+            # serf: the minority of a name conflict shuts down without leaving.
+            self._stop(node, NodeStatus.SHUTDOWN)
         if n.event == "declared_dead":
             about = str(n.fields.get("node"))
             subject = self.nodes.get(about)
@@ -475,7 +844,7 @@ class Simulator:
             stale = False
             inc = n.fields.get("incarnation")
             if false and subject is not None and isinstance(inc, int):
-                own = subject.core.member(subject.name)
+                own = subject.swim.member(subject.name)
                 stale = own is not None and inc < own.incarnation
             self.dead_declarations.append(DeadDeclaration(self.now, node.name, about, false, stale))
         if self.record_trace:
@@ -574,16 +943,16 @@ class Simulator:
 
     def view(self, name: str) -> dict[str, State]:
         """``name``'s current member table: {member name: state}."""
-        return {m.name: m.state for m in self.nodes[name].core.members()}
+        return {m.name: m.state for m in self.nodes[name].swim.members()}
 
     def all_alive_converged(self) -> bool:
         """Every running node sees exactly the running nodes as alive."""
         up = [n for n in self.nodes.values() if n.status is NodeStatus.RUNNING]
         count = len(up)
-        if any(n.core.num_alive() != count for n in up):
+        if any(n.swim.num_alive() != count for n in up):
             return False
         for n in up:
-            core = n.core
+            core = n.swim
             for other in up:
                 m = core.member(other.name)
                 if m is None or m.state is not State.ALIVE:
@@ -594,7 +963,7 @@ class Simulator:
         """Every up node other than ``subject`` has it in one of ``states`` (or forgot it)."""
         for n in self.nodes.values():
             if n.status.up and n.name != subject:
-                m = n.core.member(subject)
+                m = n.swim.member(subject)
                 if m is not None and m.state not in states:
                     return False
         return True
@@ -614,6 +983,39 @@ class Simulator:
                 latest = max(latest, t)
         return latest
 
+    def serf_view(self, name: str) -> dict[str, str]:
+        """``name``'s Serf member table: {member name: status}."""
+        return {m.name: m.status for m in self.serf_core(name).members()}
+
+    def all_serf_alive_converged(self) -> bool:
+        """Every running Serf node has every running node as an alive Serf member."""
+        up = [n for n in self.nodes.values() if n.status is NodeStatus.RUNNING]
+        for n in up:
+            core = self.serf_core(n.name)
+            for other in up:
+                m = core.member(other.name)
+                if m is None or m.status != "alive":
+                    return False
+        return True
+
+    def serf_seen_at(self, subject: str, kind: str) -> float | None:
+        """When the last up node (other than ``subject``) emitted ``kind`` about ``subject``,
+        counting only each node's *latest* Serf event about it; ``None`` if some up node's
+        latest event about ``subject`` is not ``kind`` (or it has none)."""
+        seen = self._serf_seen.get(subject, {})
+        latest = 0.0
+        for n in self.nodes.values():
+            if n.status.up and n.name != subject:
+                got = seen.get(n.name)
+                if got is None or got[0] != kind:
+                    return None
+                latest = max(latest, got[1])
+        return latest
+
+    def user_event_counts(self) -> Counter[tuple[str, str, int]]:
+        """How often each node delivered each user event: {(node, name, ltime): count}."""
+        return Counter((r.node, r.name, r.ltime) for r in self.user_events)
+
     def false_dead(self) -> list[DeadDeclaration]:
         """``declared_dead`` notices about nodes that were up at the time."""
         return [d for d in self.dead_declarations if d.false]
@@ -628,6 +1030,7 @@ class Simulator:
             streams_failed=self._streams_failed,
             ticks=self._ticks,
             stale_timer_entries=self._stale,
+            push_pull_rounds=self._push_pulls,
         )
 
     def trace_digest(self) -> str:
