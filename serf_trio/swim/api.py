@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -230,3 +231,28 @@ class NullDelegate:
 
     def notify_ping_complete(self, node: str, rtt: float, payload: bytes) -> None:
         return None
+
+
+class DrivenCore(Protocol):
+    """The driving API shared by ``swim.node.Memberlist`` and ``serf.node.SerfNode``.
+
+    Whoever delivers packets and time (the trio runtime, the simulator, the test pump) programs
+    against this.  Effects are typed loosely (``Sequence[object]``) because the two cores return
+    different effect unions; drivers dispatch on the record type.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def addr(self) -> Address: ...
+    def probe(self, now: float) -> Sequence[object]: ...
+    def gossip(self, now: float) -> Sequence[object]: ...
+    def push_pull(self, now: float) -> Sequence[object]: ...
+    def push_pull_period(self) -> float: ...
+    def next_deadline(self) -> float | None: ...
+    def tick(self, now: float) -> Sequence[object]: ...
+    def handle_packet(self, now: float, src: Address, data: bytes) -> Sequence[object]: ...
+    def handle_stream(self, now: float, data: bytes) -> tuple[bytes | None, Sequence[object]]: ...
+    def stream_result(
+        self, now: float, stream_id: int, reply: bytes | None, error: str = ""
+    ) -> Sequence[object]: ...

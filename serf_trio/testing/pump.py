@@ -25,7 +25,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..serf.config import SerfConfig
 from ..serf.effects import QueryUpdate, SerfMemberEvent, SerfQueryEvent, SerfUserEvent
@@ -33,6 +33,7 @@ from ..serf.node import SerfNode
 from ..swim.api import (
     Address,
     Delegate,
+    DrivenCore,
     JoinDone,
     LeaveDone,
     MemberEvent,
@@ -56,24 +57,8 @@ SERF = SerfConfig()
 QueryHandler = Callable[[str, SerfQueryEvent], bytes | None]
 
 
-class PumpCore(Protocol):
-    """The driving API shared by ``Memberlist`` and ``SerfNode`` (see ``swim.api``)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def addr(self) -> Address: ...
-    def probe(self, now: float) -> Sequence[object]: ...
-    def gossip(self, now: float) -> Sequence[object]: ...
-    def push_pull(self, now: float) -> Sequence[object]: ...
-    def push_pull_period(self) -> float: ...
-    def next_deadline(self) -> float | None: ...
-    def tick(self, now: float) -> Sequence[object]: ...
-    def handle_packet(self, now: float, src: Address, data: bytes) -> Sequence[object]: ...
-    def handle_stream(self, now: float, data: bytes) -> tuple[bytes | None, Sequence[object]]: ...
-    def stream_result(
-        self, now: float, stream_id: int, reply: bytes | None, error: str = ""
-    ) -> Sequence[object]: ...
+# The pump drives anything with the cores' shared driving API.
+PumpCore = DrivenCore
 
 
 CoreT = TypeVar("CoreT", bound=PumpCore)
