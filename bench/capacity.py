@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,9 +49,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from _common import HOST, free_port
+
 from serf_trio.rpc.client import RpcClient, RpcError
 
-HOST = "127.0.0.1"
 SAMPLE = 8  # observers besides the seed
 POLL = 0.25  # seconds between polling rounds
 SEED_READY = 30.0  # seconds for the seed to answer RPC
@@ -66,27 +66,6 @@ SERF_TRIO = Path(sys.executable).parent / "serf-trio"
 
 
 # -- ports, memory, /proc ----------------------------------------------------------------------
-
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP, never handed out twice by this process."""
-    for _ in range(1000):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind((HOST, 0))
-            port = int(t.getsockname()[1])
-            if port in _handed_out:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind((HOST, port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port")
 
 
 def mem_available_mib() -> int:

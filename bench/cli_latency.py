@@ -24,7 +24,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,17 +33,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from _common import free_port
+
 GOAL_MS = 100.0
 START_TIMEOUT = 20.0  # seconds for an agent to answer `members`
 STOP_TIMEOUT = 10.0
 RUN_TIMEOUT = 10.0  # seconds for one CLI invocation
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def serf_trio_cmd() -> list[str]:

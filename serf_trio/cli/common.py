@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
@@ -223,6 +223,19 @@ def connected(
         fail(f"Error {action}: {_os_reason(exc)}")
     finally:
         client.close()
+
+
+def agent_client(
+    rpc_addr: str | None,
+    rpc_socket: str | None,
+    rpc_auth: str | None,
+    action: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> AbstractContextManager[RpcClientLike]:
+    """``connected()`` to the agent that a command's ``--rpc-*`` flags name (every command's
+    first step; the flags themselves stay in each command's signature, as Serf has them)."""
+    return connected(client_options(rpc_addr, rpc_socket, rpc_auth), action, timeout=timeout)
 
 
 # --- Serf's input forms -------------------------------------------------------------------

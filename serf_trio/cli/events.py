@@ -22,8 +22,7 @@ from .common import (
     RpcAuthOpt,
     RpcSocketOpt,
     TagFilterOpt,
-    client_options,
-    connected,
+    agent_client,
     echo_json,
     fail,
     parse_duration,
@@ -54,8 +53,7 @@ def event(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Send a custom user event through the cluster."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "sending event") as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "sending event") as client:
         client.event(name, payload.encode(), coalesce)
     typer.echo(f"Event '{name}' dispatched! Coalescing enabled: {str(coalesce).lower()}")
 
@@ -115,8 +113,9 @@ def query(
     wait = (seconds if seconds > 0 else QUERY_DEFAULT_WAIT) + QUERY_GRACE
     acks: list[str] = []
     responses: dict[str, str] = {}
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "sending query", timeout=max(wait, DEFAULT_TIMEOUT)) as client:
+    with agent_client(
+        rpc_addr, rpc_socket, rpc_auth, "sending query", timeout=max(wait, DEFAULT_TIMEOUT)
+    ) as client:
         records = client.query(params)
         if text:
             typer.echo(f"Query '{name}' dispatched")

@@ -22,8 +22,7 @@ from .common import (
     RpcAddrOpt,
     RpcAuthOpt,
     RpcSocketOpt,
-    client_options,
-    connected,
+    agent_client,
     echo_json,
     fail,
 )
@@ -42,8 +41,7 @@ def info(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Show debugging information about the agent."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "querying agent") as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "querying agent") as client:
         stats = client.stats()
     if output is OutputFormat.json:
         echo_json({k: dict(sorted(v.items())) for k, v in sorted(stats.items())})
@@ -72,8 +70,7 @@ def rtt(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Estimate the network round trip time between two nodes."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "getting coordinates") as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "getting coordinates") as client:
         if node_b is None:
             node_b = client.stats().get("agent", {}).get("name", "")
         coord_a = client.get_coordinate(node_a)
@@ -100,9 +97,10 @@ def reachability(
     """Test network reachability: every live member should ack a ping query."""
     from serf_trio.rpc.api import QueryParams
 
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
     acks: list[str] = []
-    with connected(opts, "sending query", timeout=REACHABILITY_TIMEOUT) as client:
+    with agent_client(
+        rpc_addr, rpc_socket, rpc_auth, "sending query", timeout=REACHABILITY_TIMEOUT
+    ) as client:
         members = client.members()
         live = {m.name for m in members if m.status == "alive"}
         typer.echo(f"Total members: {len(members)}, live members: {len(live)}")

@@ -19,9 +19,8 @@ from .common import (
     RpcAddrOpt,
     RpcAuthOpt,
     RpcSocketOpt,
-    client_options,
+    agent_client,
     columnize,
-    connected,
     echo_lines,
     fail,
 )
@@ -61,8 +60,9 @@ def keys(
     chosen = [x for x in (install, use, remove) if x is not None]
     if len(chosen) + int(list_) != 1:
         fail("Error: give exactly one of --install, --use, --remove or --list")
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "managing keys", timeout=KEYS_TIMEOUT) as client:
+    with agent_client(
+        rpc_addr, rpc_socket, rpc_auth, "managing keys", timeout=KEYS_TIMEOUT
+    ) as client:
         if list_:
             typer.echo("==> Asking all members for installed keys...")
             resp = client.list_keys()

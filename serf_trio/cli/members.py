@@ -25,10 +25,9 @@ from .common import (
     RpcAuthOpt,
     RpcSocketOpt,
     TagFilterOpt,
+    agent_client,
     check_regex,
-    client_options,
     columnize,
-    connected,
     echo_json,
     echo_lines,
     parse_tag_filters,
@@ -100,8 +99,7 @@ def members(
     tags = parse_tag_filters(tag)
     check_regex(status, "status")
     check_regex(name, "name")
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "retrieving members") as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "retrieving members") as client:
         if status or name or tags:
             found = client.members_filtered(name, status, tags)
         else:

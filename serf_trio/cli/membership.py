@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .common import RpcAddrOpt, RpcAuthOpt, RpcSocketOpt, client_options, connected
+from .common import RpcAddrOpt, RpcAuthOpt, RpcSocketOpt, agent_client
 
 # A graceful leave waits for the leave broadcast to spread (Serf: BroadcastTimeout 5 s, then
 # LeavePropagateDelay); allow for that on top of the usual request timeout.
@@ -29,8 +29,9 @@ def join(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Tell the agent to join a cluster by contacting the given addresses."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "joining the cluster", timeout=LEAVE_TIMEOUT) as client:
+    with agent_client(
+        rpc_addr, rpc_socket, rpc_auth, "joining the cluster", timeout=LEAVE_TIMEOUT
+    ) as client:
         num = client.join(list(addresses), replay)
     typer.echo(f"Successfully joined cluster by contacting {num} nodes.")
 
@@ -41,8 +42,7 @@ def leave(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Gracefully leave the cluster and shut the agent down."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "leaving", timeout=LEAVE_TIMEOUT) as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "leaving", timeout=LEAVE_TIMEOUT) as client:
         client.leave()
     typer.echo("Graceful leave complete")
 
@@ -57,6 +57,5 @@ def force_leave(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Force a failed member into the 'left' state."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "force leaving") as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "force leaving") as client:
         client.force_leave(node, prune)

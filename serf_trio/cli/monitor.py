@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .common import RpcAddrOpt, RpcAuthOpt, RpcSocketOpt, client_options, connected
+from .common import RpcAddrOpt, RpcAuthOpt, RpcSocketOpt, agent_client
 
 # The stream may be idle for a long time; the client must not give up between lines.
 MONITOR_TIMEOUT = 10.0
@@ -29,9 +29,10 @@ def monitor(
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
     """Stream log lines from the agent."""
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
     try:
-        with connected(opts, "starting monitor", timeout=MONITOR_TIMEOUT) as client:
+        with agent_client(
+            rpc_addr, rpc_socket, rpc_auth, "starting monitor", timeout=MONITOR_TIMEOUT
+        ) as client:
             for line in client.monitor(log_level.upper()):
                 typer.echo(line)
     except (KeyboardInterrupt, BrokenPipeError):

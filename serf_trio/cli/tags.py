@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .common import RpcAddrOpt, RpcAuthOpt, RpcSocketOpt, client_options, connected, fail, parse_kv
+from .common import RpcAddrOpt, RpcAuthOpt, RpcSocketOpt, agent_client, fail, parse_kv
 
 
 def tags(
@@ -29,7 +29,6 @@ def tags(
     if not set_ and not delete:
         fail("Error: at least one of --set or --delete is required")
     new = parse_kv(set_ or [], "tag")
-    opts = client_options(rpc_addr, rpc_socket, rpc_auth)
-    with connected(opts, "setting tags") as client:
+    with agent_client(rpc_addr, rpc_socket, rpc_auth, "setting tags") as client:
         client.tags(new, list(delete or []))
     typer.echo("Successfully updated agent tags")

@@ -172,10 +172,8 @@ class RpcClient:
             body = self._read() if has_body and error not in _NO_BODY_ERRORS else None
             return error, body
 
-    def _call(
-        self, command: str, body: Mapping[str, Any] | None = None, has_body: bool = False
-    ) -> tuple[str, Any]:
-        return self._wait(self._send(command, body), has_body)
+    def _call(self, command: str, body: Mapping[str, Any] | None = None) -> tuple[str, Any]:
+        return self._wait(self._send(command, body), command in p.RESPONSE_HAS_BODY)
 
     @staticmethod
     def _check(answer: tuple[str, Any]) -> Any:
@@ -225,7 +223,7 @@ class RpcClient:
     # -- commands -------------------------------------------------------------------------------
 
     def members(self) -> list[RpcMember]:
-        body = self._check(self._call(p.MEMBERS, None, has_body=True))
+        body = self._check(self._call(p.MEMBERS))
         return self._decode(p.members_from_body, body)
 
     def members_filtered(
@@ -233,13 +231,11 @@ class RpcClient:
     ) -> list[RpcMember]:
         """Regexes anchored at both ends, matched by the agent (``serf members`` uses this)."""
         req = {"Name": name, "Status": status, "Tags": dict(tags or {})}
-        body = self._check(self._call(p.MEMBERS_FILTERED, req, has_body=True))
+        body = self._check(self._call(p.MEMBERS_FILTERED, req))
         return self._decode(p.members_from_body, body)
 
     def join(self, addrs: Sequence[str], replay: bool = False) -> int:
-        body = self._check(
-            self._call(p.JOIN, {"Existing": list(addrs), "Replay": replay}, has_body=True)
-        )
+        body = self._check(self._call(p.JOIN, {"Existing": list(addrs), "Replay": replay}))
         if not isinstance(body, dict) or not isinstance(body.get("Num"), int):
             raise RpcError("bad answer from the agent: join")
         num: int = body["Num"]
@@ -307,15 +303,15 @@ class RpcClient:
                 yield body["Log"]
 
     def stats(self) -> dict[str, dict[str, str]]:
-        return self._decode(p.stats_from_body, self._check(self._call(p.STATS, None, True)))
+        return self._decode(p.stats_from_body, self._check(self._call(p.STATS)))
 
     def get_coordinate(self, node: str) -> Coordinate | None:
-        body = self._check(self._call(p.GET_COORDINATE, {"Node": node}, True))
+        body = self._check(self._call(p.GET_COORDINATE, {"Node": node}))
         return self._decode(p.coordinate_from_body, body)
 
     def _key_op(self, command: str, body: Mapping[str, Any] | None) -> KeyResponse:
         """Key answers carry a body even on failure; its ``error`` holds the header text."""
-        error, resp = self._call(command, body, has_body=True)
+        error, resp = self._call(command, body)
         if resp is None:
             raise RpcError(error)
         return self._decode(lambda o: p.key_response_from_body(o, error), resp)

@@ -113,7 +113,6 @@ class RpcServer:
         self.max_connections = max_connections
         self.max_object = max_object
         self.out_queue = out_queue
-        self.bound: RpcBound | None = None
         self._unix_ino: int | None = None
         self._open = 0
         self._total = 0
@@ -147,11 +146,11 @@ class RpcServer:
                 listeners.extend(tcp)
                 name = tcp[0].socket.getsockname()
                 bound_tcp = (str(name[0]), int(name[1]))
-            self.bound = RpcBound(bound_path, bound_tcp)
+            bound = RpcBound(bound_path, bound_tcp)
             self.log.info("rpc_listening", socket=bound_path, tcp=bound_tcp)
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, self._handle, listeners)
-                task_status.started(self.bound)
+                task_status.started(bound)
         finally:
             self._remove_socket_file()
             with trio.CancelScope(shield=True):

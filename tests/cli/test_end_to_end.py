@@ -9,24 +9,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import structlog
 import trio
+from rpc.fake_agent import FakeAgent
 
-from serf_trio.rpc.api import (
-    NOT_SUPPORTED,
-    AgentError,
-    EventRecord,
-    KeyResponse,
-    QueryParams,
-    QueryRecord,
-    RpcMember,
-)
+from serf_trio.rpc.api import NOT_SUPPORTED, QueryRecord, RpcMember
 from serf_trio.rpc.server import RpcServer
-from serf_trio.serf.coordinate import Coordinate
 
 from .test_fast_start import clean_env, serf_trio_cmd
 
@@ -35,66 +27,26 @@ pytestmark = pytest.mark.realnet  # a real (Unix) socket and real processes
 LIMIT = 30  # seconds for a whole test; each command takes ~0.1 s
 
 
-class FakeAgent:
-    """Just enough of ``AgentAPI`` for members, join, query and an error."""
-
-    node_name = "n1"
-    rpc_auth = ""
-
-    def __init__(self) -> None:
-        self.joined: list[tuple[list[str], bool]] = []
-
-    def members(self) -> list[RpcMember]:
-        return [
+def fake_agent() -> FakeAgent:
+    """The scripted agent of the RPC tests, answering members, join, query and an error."""
+    return FakeAgent(
+        member_list=[
             RpcMember("n1", bytes([127, 0, 0, 11]), 7946, {"role": "lb"}, "alive"),
             RpcMember("n2", bytes([127, 0, 0, 12]), 7947, {}, "failed"),
-        ]
-
-    async def join(self, addrs: list[str], replay: bool) -> int:
-        self.joined.append((addrs, replay))
-        return len(addrs)
-
-    async def leave(self) -> None:
-        raise AgentError(NOT_SUPPORTED)
-
-    async def force_leave(self, node: str, prune: bool) -> None:
-        raise AgentError(NOT_SUPPORTED)
-
-    async def set_tags(self, tags: dict[str, str], delete: list[str]) -> None:
-        raise AgentError(NOT_SUPPORTED)
-
-    async def user_event(self, name: str, payload: bytes, coalesce: bool) -> None:
-        raise AgentError(NOT_SUPPORTED)
-
-    async def query(self, params: QueryParams) -> AsyncIterator[QueryRecord]:
-        yield QueryRecord("ack", "n1")
-        yield QueryRecord("response", "n1", params.payload[::-1])
-        yield QueryRecord("done")
-
-    async def respond(self, token: int, payload: bytes) -> None:
-        raise AgentError(NOT_SUPPORTED)
-
-    async def events(self, filter_spec: str) -> AsyncIterator[EventRecord]:
-        raise AgentError(NOT_SUPPORTED)
-        yield  # pragma: no cover
-
-    async def logs(self, level: str) -> AsyncIterator[str]:
-        raise AgentError(NOT_SUPPORTED)
-        yield  # pragma: no cover
-
-    def stats(self) -> dict[str, dict[str, str]]:
-        return {"agent": {"name": "n1"}}
-
-    def get_coordinate(self, node: str) -> Coordinate | None:
-        return None
-
-    async def key_operation(self, op: str, key: str) -> KeyResponse:
-        raise AgentError(NOT_SUPPORTED)
+        ],
+        join_result=2,
+        query_records=[
+            QueryRecord("ack", "n1"),
+            QueryRecord("response", "n1", b"cba"),
+            QueryRecord("done"),
+        ],
+        event_error=NOT_SUPPORTED,
+    )
 
 
 def with_agent(body: Callable[[FakeAgent, Path], Awaitable[None]], tmp_path: Path) -> None:
     sock = tmp_path / "serf-trio" / "rpc.sock"
-    agent = FakeAgent()
+    agent = fake_agent()
 
     async def main() -> None:
         with trio.fail_after(LIMIT):
@@ -152,7 +104,7 @@ def test_join_query_and_an_agent_error(tmp_path: Path) -> None:
         s = ("--rpc-socket", str(sock))
         proc = await cli(tmp_path, "join", "127.0.0.2", "127.0.0.3:7946", "--replay", *s)
         assert proc.stdout == b"Successfully joined cluster by contacting 2 nodes.\n"
-        assert agent.joined == [(["127.0.0.2", "127.0.0.3:7946"], True)]
+        assert agent.calls == [("join", (["127.0.0.2", "127.0.0.3:7946"], True))]
 
         proc = await cli(tmp_path, "query", "rev", "abc", "--timeout", "2s", *s)
         assert proc.returncode == 0
@@ -163,6 +115,8 @@ def test_join_query_and_an_agent_error(tmp_path: Path) -> None:
             "Total Acks: 1",
             "Total Responses: 1",
         ]
+        what, params = agent.calls[1]
+        assert (what, params.name, params.payload) == ("query", "rev", b"abc")
 
         proc = await cli(tmp_path, "event", "deploy", *s)
         assert (proc.returncode, proc.stdout) == (1, b"")
