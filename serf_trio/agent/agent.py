@@ -69,6 +69,7 @@ from serf_trio.runtime.driver import (
     QueryStream,
 )
 from serf_trio.runtime.handlers import HandlerSupervisor, ResponseRejected, SupervisorConfig
+from serf_trio.runtime.logs import LogSettings, UnknownLevel, monitor_level
 from serf_trio.runtime.transport import UdpTcpTransport
 from serf_trio.serf.coalesce import CoalesceConfig, EventCoalescer
 from serf_trio.serf.coordinate import Coordinate
@@ -80,13 +81,7 @@ from serf_trio.serf.messages import NodeFilter, Query, TagFilter, encode, encode
 from serf_trio.serf.node import SerfError
 from serf_trio.serf.query import default_query_timeout
 from serf_trio.serf.tags import TagsTooLarge, decode_tags, encode_tags
-from serf_trio.swim.api import (
-    Address,
-    MemberEvent,
-    MemberEventKind,
-    MemberInfo,
-    State,
-)
+from serf_trio.swim.api import Address, MemberInfo, State
 
 from .config import (
     AgentConfig,
@@ -96,7 +91,6 @@ from .config import (
     parse_join_address,
 )
 from .files import read_tags_file, write_json_atomically
-from .logs import LogSettings, UnknownLevel, monitor_level
 from .notify import Notifier, watchdog_loop
 from .snapshot_writer import SnapshotWriter, load_snapshot
 
@@ -154,14 +148,6 @@ def event_record(ev: object) -> EventRecord | None:
     if isinstance(ev, SerfQueryEvent):
         return QueryEventRecord(ev.name, ev.payload, ev.ltime, ev.token)
     return None
-
-
-def member_event_name(ev: MemberEvent) -> str:
-    if ev.kind is MemberEventKind.JOIN:
-        return "member-join"
-    if ev.kind is MemberEventKind.UPDATE:
-        return "member-update"
-    return "member-leave" if ev.member.state is State.LEFT else "member-failed"
 
 
 def handler_stats(config: AgentConfig) -> dict[str, str]:
@@ -222,9 +208,7 @@ class _QueryRecords(AsyncIterator[QueryRecord]):
         if self._stream is None:
             try:
                 self._stream = await self._node.query(self._params)
-            except SerfError as exc:
-                raise AgentError(str(exc)) from None
-            except NotRunningError as exc:
+            except (SerfError, NotRunningError) as exc:
                 raise AgentError(str(exc)) from None
         upd = await self._stream.__anext__()
         if upd.record_type == "done":
@@ -261,12 +245,11 @@ class Agent:
         self._tags = dict(self.config.tags)
         cfg = self.config
         self.serf_config = cfg.serf_config()
+        swim = cfg.swim_config()
         self.node = MembershipNode(
-            cfg.swim_config(),
+            swim,
             cfg.node_name,
-            UdpTcpTransport(
-                cfg.bind, stream_timeout=cfg.swim_config().tcp_timeout, logger=self._log
-            ),
+            UdpTcpTransport(cfg.bind, stream_timeout=swim.tcp_timeout, logger=self._log),
             advertise=cfg.advertise,
             logger=self._log,
             serf=self.serf_config,
@@ -328,7 +311,7 @@ class Agent:
         errors: list[str] = []
         for text in addrs:
             try:
-                seeds.append(self.config.join_addresses([text])[0])
+                seeds.append(parse_join_address(text))
             except ValueError as exc:
                 errors.append(f"{text}: {exc}")
         if not seeds:
@@ -355,8 +338,9 @@ class Agent:
         self._log.info("force_leave", member=node, prune=prune)
 
     async def set_tags(self, tags: dict[str, str], delete: list[str]) -> None:
+        gone = set(delete)
         async with self._tags_lock:
-            new = {k: v for k, v in self._tags.items() if k not in set(delete)}
+            new = {k: v for k, v in self._tags.items() if k not in gone}
             new.update(tags)
             await self._apply_tags(new, persist=True)
 
@@ -788,6 +772,8 @@ class Agent:
     def _deliver(self, ev: object) -> None:
         """One (coalesced) event to the handlers and the matching RPC streams; never waits."""
         self.supervisor.enqueue(ev)
+        if not self._event_subs:
+            return  # no RPC stream: skip building the record
         rec = event_record(ev)
         if rec is None:
             return

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from serf_trio.runtime.logs import LEVEL_WORDS
+from serf_trio.runtime.transport import parse_hostport
 from serf_trio.serf.config import AGENT_DEFAULTS, SerfConfig
 from serf_trio.serf.filters import (
     EventFilter,
@@ -46,17 +48,6 @@ DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_RPC_PORT = 7373
 DEFAULT_BIND = Address("0.0.0.0", DEFAULT_GOSSIP_PORT)
 ENCRYPTION_REFUSED = "encryption is not supported yet"
-
-# Serf level words -> canonical names used by the agent and by ``monitor`` (RPC.md 3).
-LOG_LEVELS = {
-    "trace": "TRACE",
-    "debug": "DEBUG",
-    "info": "INFO",
-    "warn": "WARN",
-    "warning": "WARN",
-    "err": "ERR",
-    "error": "ERR",
-}
 
 
 class ConfigError(Exception):
@@ -109,24 +100,10 @@ def parse_duration(value: object) -> float:
 def _parse_hostport(text: object, default_port: int) -> Address:
     if not isinstance(text, str):
         raise _BadValue(f'expected "IP[:PORT]", got {text!r}')
-    from ipaddress import ip_address
-
-    s = text.strip()
     try:
-        if s.startswith("["):
-            host, _, rest = s[1:].partition("]")
-            port = int(rest[1:]) if rest.startswith(":") else default_port
-        elif s.count(":") == 1:
-            host, _, p = s.partition(":")
-            port = int(p)
-        else:
-            host, port = s, default_port
-        ip_address(host)
-    except ValueError:
-        raise _BadValue(f'expected "IP[:PORT]" with a literal IP, got {text!r}') from None
-    if not 0 <= port <= 65535:
-        raise _BadValue(f"port out of range in {text!r}")
-    return Address(host, port)
+        return parse_hostport(text, default_port)
+    except ValueError as exc:
+        raise _BadValue(f'expected "IP[:PORT]" with a literal IP, got {text!r} ({exc})') from None
 
 
 def parse_join_address(text: str) -> Address:
@@ -206,7 +183,7 @@ def _tags(value: object) -> dict[str, str]:
 def _log_level(value: object) -> str:
     text = _str(value)
     try:
-        return LOG_LEVELS[text.strip().lower()]
+        return LEVEL_WORDS[text.strip().lower()]
     except KeyError:
         raise _BadValue(
             f"unknown log level {text!r}; expected trace, debug, info, warn, err"

@@ -15,10 +15,10 @@ import structlog
 import trio
 
 from serf_trio.rpc.server import RpcServeError
+from serf_trio.runtime.logs import LogSettings, configure
 
 from .agent import Agent
 from .config import ConfigError, load
-from .logs import LogSettings, configure
 
 
 def _log_config_error(message: str) -> None:

@@ -18,7 +18,8 @@ from serf_trio.swim.api import Address, MemberInfo, NullDelegate
 from serf_trio.swim.config import profile
 
 from .driver import MembershipNode
-from .runner import configure_logging, serf_meta
+from .logs import LEVEL_WORDS, LogSettings, configure
+from .runner import serf_meta
 from .transport import UdpTcpTransport
 
 
@@ -96,7 +97,7 @@ async def run_demo(count: int, base_port: int, out: TextIO) -> None:
 
 
 def main(count: int = 3, base_port: int = 7946, log_level: str = "warning") -> int:
-    configure_logging(log_level)
+    configure(LogSettings(level=LEVEL_WORDS[log_level.lower()]))
     try:
         trio.run(run_demo, count, base_port, sys.stdout)
     except OSError:

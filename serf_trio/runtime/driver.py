@@ -247,11 +247,6 @@ class LeaveCommand:
 
 
 @dataclass(frozen=True, slots=True)
-class UpdateMetaCommand:
-    reply: _Reply[None]
-
-
-@dataclass(frozen=True, slots=True)
 class _Outcome:
     """The answer of a Serf command: ``error`` is Serf's text when the core refused it."""
 
@@ -271,14 +266,7 @@ class SerfCommand:
 
 
 CoreInput = (
-    Datagram
-    | StreamRequest
-    | StreamOutcome
-    | Periodic
-    | JoinCommand
-    | LeaveCommand
-    | UpdateMetaCommand
-    | SerfCommand
+    Datagram | StreamRequest | StreamOutcome | Periodic | JoinCommand | LeaveCommand | SerfCommand
 )
 
 
@@ -460,12 +448,6 @@ class MembershipNode:
             # Serf LeavePropagateDelay: keep gossiping a moment so the leave reaches everyone.
             await trio.sleep(self.serf_config.leave_propagate_delay)
         return done.timed_out
-
-    async def update_meta(self) -> None:
-        """Re-read the delegate's metadata and broadcast it (incarnation + 1)."""
-        reply: _Reply[None] = _Reply()
-        await self._post(UpdateMetaCommand(reply))
-        await reply.wait()
 
     # -- Serf commands (``SerfError`` carries Serf's text; ``NotSerfError`` without Serf) ------
 
@@ -667,23 +649,17 @@ class MembershipNode:
         if isinstance(item, LeaveCommand):
             self._leave_waiters.append(item.reply)
             return core.leave(now, item.timeout)
-        if isinstance(item, SerfCommand):
-            assert isinstance(core, SerfNode)  # _serf_call checks serf_config
-            try:
-                value, effects = item.call(core, now)
-            except (SerfError, TagsTooLarge) as exc:
-                item.reply.set(_Outcome(error=str(exc)))
-                return []
-            if item.query is not None:
-                self._queries[value] = item.query
-            item.reply.set(_Outcome(value=value))
-            return effects
-        # update_meta is memberlist's; with Serf, tags change through set_tags.
-        meta_effects = (
-            core.set_tags(now, core.tags) if isinstance(core, SerfNode) else core.update_meta(now)
-        )
-        item.reply.set(None)
-        return meta_effects
+        # A SerfCommand (``_serf_call`` made sure the core is a SerfNode).
+        assert isinstance(core, SerfNode)
+        try:
+            value, effects = item.call(core, now)
+        except (SerfError, TagsTooLarge) as exc:
+            item.reply.set(_Outcome(error=str(exc)))
+            return []
+        if item.query is not None:
+            self._queries[value] = item.query
+        item.reply.set(_Outcome(value=value))
+        return effects
 
     def _execute(
         self,

@@ -3,19 +3,18 @@
     python -m serf_trio.runtime.runner --name N --bind IP:PORT [--advertise IP:PORT]
         [--join IP:PORT ...] [--profile lan|wan|local] [--tag k=v ...] [--members-file PATH]
 
-It owns: structlog configuration (JSON lines on stderr: event, level, timestamp, node, fields),
-Serf-compatible node metadata (``0xFF`` + a msgpack map of tags, so real Serf agents show our
-tags, as serf.go encodes them), the members file (rewritten atomically, temp + rename, whenever
-the membership view changes: ``{"members": [{"name", "addr", "status"}]}`` with Serf's status
-words), and a graceful leave on SIGINT/SIGTERM (a second signal stops at once). Exit status: 0
-after a leave, 1 if the initial join failed, 2 for bad arguments.
+It owns: Serf-compatible node metadata (``0xFF`` + a msgpack map of tags, so real Serf agents
+show our tags, as serf.go encodes them), the members file (rewritten atomically, temp + rename,
+whenever the membership view changes: ``{"members": [{"name", "addr", "status"}]}`` with Serf's
+status words), and a graceful leave on SIGINT/SIGTERM (a second signal stops at once). Exit
+status: 0 after a leave, 1 if the initial join failed, 2 for bad arguments.  Logging is
+``logs.configure``, the same as the agent's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
@@ -32,6 +31,7 @@ from serf_trio.swim.config import profile
 from serf_trio.wire.codec import pack
 
 from .driver import JoinError, MembershipNode
+from .logs import LEVEL_WORDS, LogSettings, configure
 from .transport import UdpTcpTransport, parse_hostport
 
 # How long a graceful leave may take before we stop anyway (Serf: BroadcastTimeout 5 s).
@@ -65,24 +65,6 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def configure_logging(level: str = "info") -> None:
-    """structlog -> one JSON object per line on stderr (configured once, here)."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
 
 
 def _tag(text: str) -> tuple[str, str]:
@@ -194,7 +176,8 @@ async def _second_signal(signals: Any, scope: trio.CancelScope) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    # Logs are JSON lines on stderr (``logs.configure``: console text only on a TTY).
+    configure(LogSettings(level=LEVEL_WORDS[args.log_level]))
     return trio.run(main_async, args)
 
 

@@ -8,8 +8,8 @@ import structlog
 
 from serf_trio.agent import Agent
 from serf_trio.agent.config import load
-from serf_trio.agent.logs import LogSettings
 from serf_trio.agent.notify import Notifier
+from serf_trio.runtime.logs import LogSettings
 
 
 def make_agent(tmp_path: Path, name: str, *extra: str, port: int = 0) -> Agent:

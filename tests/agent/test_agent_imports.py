@@ -10,7 +10,7 @@ import sys
 from serf_trio.process import keep_rich_out
 keep_rich_out()
 import serf_trio.agent.main
-from serf_trio.agent.logs import LogSettings, configure
+from serf_trio.runtime.logs import LogSettings, configure
 configure(LogSettings(), log_format="text")
 import structlog
 structlog.get_logger().info("console_still_works", x=1)

@@ -14,7 +14,7 @@ import structlog
 import trio
 import trio.testing
 
-from serf_trio.agent.logs import LogHub, LogSettings, UnknownLevel, configure, monitor_level
+from serf_trio.runtime.logs import LogHub, LogSettings, UnknownLevel, configure, monitor_level
 
 
 @pytest.fixture

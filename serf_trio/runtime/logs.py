@@ -1,4 +1,7 @@
-"""The agent's logging: structlog configured once, and the ``LogHub`` behind RPC ``monitor``.
+"""Process logging: structlog configured once, and the ``LogHub`` behind RPC ``monitor``.
+
+Every entry point (the agent, the runner, the demo) calls ``configure`` here; it lives in the
+runtime layer so that the runner and the demo, which sit below the agent, share it.
 
 Rules this module owns:
 
@@ -33,6 +36,16 @@ import trio
 
 # Numeric levels: Serf's names on the left, structlog method names mapped onto them.
 LEVEL_NUMBERS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERR": 40}
+# Level words accepted in config and flags (lower-case) -> Serf's names.
+LEVEL_WORDS = {
+    "trace": "TRACE",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARN",
+    "warning": "WARN",
+    "err": "ERR",
+    "error": "ERR",
+}
 _METHOD_LEVELS = {
     "trace": "TRACE",
     "debug": "DEBUG",
