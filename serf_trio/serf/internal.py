@@ -13,6 +13,7 @@ The originator side of ``_serf_conflict`` (counting matching responses) is ``con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..wire.codec import DecodeError
@@ -41,14 +42,17 @@ def is_internal(name: str) -> bool:
 
 
 def internal_response(
-    name: str, payload: bytes, local_name: str, lookup: dict[str, MemberRecord]
+    name: str, payload: bytes, local_name: str, lookup: Callable[[str], MemberRecord | None]
 ) -> bytes | None:
-    """The response payload for an internal query, or ``None`` to send none."""
+    """The response payload for an internal query, or ``None`` to send none.
+
+    ``lookup(name)`` is the member we know by that name; it is called only for a conflict query.
+    """
     if name == CONFLICT:
         node = payload.decode("utf-8", "surrogateescape")
         if node == local_name:
             return None  # serf: the contested node itself stays out of the vote
-        return encode_conflict_response(lookup.get(node))
+        return encode_conflict_response(lookup(node))
     if name in (INSTALL_KEY, USE_KEY, REMOVE_KEY):
         return encode_key_response(KeyResponse(False, NO_KEYRING_TO_MODIFY))
     if name == LIST_KEYS:

@@ -98,13 +98,7 @@ class RecentIntents:
         it = self._by_node.get(node)
         return it.ltime if it is not None and it.kind == kind else None
 
-    def pop(self, node: str) -> None:
-        self._by_node.pop(node, None)
-
     def expire(self, now: float) -> None:
         stale = [n for n, it in self._by_node.items() if now - it.seen > self.timeout]
         for n in stale:
             del self._by_node[n]
-
-    def __len__(self) -> int:
-        return len(self._by_node)

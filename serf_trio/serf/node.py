@@ -412,9 +412,7 @@ class SerfNode:
             raise SerfError(f"query exceeds limit of {self.config.query_size_limit} bytes")
         self._query_ids += 1
         qid = self._query_ids
-        self._outgoing[q.ltime] = OutgoingQuery(
-            qid, q.ltime, q.id, now + timeout, max(1, self.num_alive())
-        )
+        self._outgoing[q.ltime] = OutgoingQuery(qid, q.ltime, q.id, now + timeout)
 
         def call() -> list[Effect]:
             self._handle_query(now, q)
@@ -467,11 +465,9 @@ class SerfNode:
             limit = self.config.query_response_size_limit
             raise SerfError(f"response exceeds limit of {limit} bytes")
         q.responded = True
-        assert isinstance(q.dest, Address)
-        dest = q.dest
 
         def call() -> list[Effect]:
-            self._send_response(dest, q.source_node, q.relay_factor, resp, raw)
+            self._send_response(q.dest, q.source_node, q.relay_factor, resp, raw)
             return []
 
         return self._run(now, call)
@@ -704,8 +700,7 @@ class SerfNode:
 
     def _broadcast_join(self, now: float) -> None:
         msg = Join(self.clock.time(), self.name)
-        self.clock.witness(msg.ltime)
-        self._handle_join_intent(now, msg)
+        self._handle_join_intent(now, msg)  # witnesses msg.ltime: our clock moves past it
         self._bq_intents.queue(None, encode(msg))
 
     def _handle_join_intent(self, now: float, msg: Join) -> bool:
@@ -884,7 +879,7 @@ class SerfNode:
             self._send_response(dest, q.source_node, q.relay_factor, ack, encode(ack))
         deadline = now + q.timeout_ns / NS
         if is_internal(q.name):
-            payload = internal_response(q.name, q.payload, self.name, self._member_records())
+            payload = internal_response(q.name, q.payload, self.name, self._member_record)
             if payload is not None and now <= deadline:
                 resp = QueryResponse(q.ltime, q.id, self.name, 0, payload)
                 raw = encode(resp)
@@ -901,24 +896,25 @@ class SerfNode:
         )
         return rebroadcast
 
-    def _member_records(self) -> dict[str, MemberRecord]:
-        out = {}
-        for m in self._members.values():
-            v = m.view()
-            out[m.name] = MemberRecord(
-                name=m.name,
-                addr=m.addr.packed(),
-                port=m.addr.port,
-                tags=dict(m.tags),
-                status=v.status_code,
-                protocol_min=v.protocol_min,
-                protocol_max=v.protocol_max,
-                protocol_cur=v.protocol_cur,
-                delegate_min=v.delegate_min,
-                delegate_max=v.delegate_max,
-                delegate_cur=v.delegate_cur,
-            )
-        return out
+    def _member_record(self, name: str) -> MemberRecord | None:
+        """The member we know by ``name`` as serf's ``Member`` (conflict responses)."""
+        m = self._members.get(name)
+        if m is None:
+            return None
+        v = m.view()
+        return MemberRecord(
+            name=v.name,
+            addr=v.addr.packed(),
+            port=v.addr.port,
+            tags=v.tags,
+            status=v.status_code,
+            protocol_min=v.protocol_min,
+            protocol_max=v.protocol_max,
+            protocol_cur=v.protocol_cur,
+            delegate_min=v.delegate_min,
+            delegate_max=v.delegate_max,
+            delegate_cur=v.delegate_cur,
+        )
 
     def _send_response(
         self, dest: Address, dest_name: str, relay_factor: int, resp: QueryResponse, raw: bytes
@@ -994,7 +990,7 @@ class SerfNode:
         q = self._new_query(CONFLICT, self.name.encode(), timeout)
         self._query_ids += 1
         self._outgoing[q.ltime] = OutgoingQuery(
-            self._query_ids, q.ltime, q.id, now + timeout, self.num_alive(), internal=CONFLICT
+            self._query_ids, q.ltime, q.id, now + timeout, internal=CONFLICT
         )
         self._handle_query(now, q)
         self._bq_queries.queue(None, encode(q))

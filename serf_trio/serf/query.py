@@ -9,8 +9,7 @@ Responding: one response per query, before the deadline, within the size limit; 
 response also goes through ``RelayFactor`` random alive members (type 9).
 
 Originating: responses are matched by LTime then ID, after the deadline everything is ignored,
-acks and responses are each de-duplicated by sender, and the collector stops taking results
-beyond the number of alive members at the start (serf QueryResponse buffers).
+and acks and responses are each de-duplicated by sender.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..swim.api import Address
 from ..wire.codec import DecodeError
 from .messages import NodeFilter, TagFilter, decode_filter
 
@@ -112,7 +112,6 @@ class OutgoingQuery:
     ltime: int
     id: int
     deadline: float
-    capacity: int
     acks: set[str] = field(default_factory=set)
     responses: set[str] = field(default_factory=set)
     # the conflict resolver reads responses itself: kept here when set
@@ -128,7 +127,7 @@ class IncomingQuery:
     name: str
     ltime: int
     id: int
-    dest: object  # swim.api.Address of the originator
+    dest: Address  # the originator's
     source_node: str
     relay_factor: int
     deadline: float

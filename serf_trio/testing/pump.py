@@ -20,7 +20,6 @@ Every effect lands in the node's ``Log``; effects the pump has no field for go t
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,13 +42,13 @@ from ..swim.api import (
     SendPacket,
     Violation,
 )
-from ..swim.config import LAN, SwimConfig
+from ..swim.config import SwimConfig
 from ..swim.node import Memberlist
 
 TEST_CONFIG = SwimConfig(enable_compression=False)
 """Default memberlist config of ``SwimPump`` (compression off: the pure-Python LZW is slow)."""
-SWIM = dataclasses.replace(LAN, enable_compression=False)
-"""Default memberlist config of ``SerfPump``."""
+SWIM = TEST_CONFIG
+"""Default memberlist config of ``SerfPump``: the same LAN timings, compression off."""
 SERF = SerfConfig()
 """Default Serf config of ``SerfPump``."""
 

@@ -678,9 +678,7 @@ class Simulator:
     def _apply(self, node: SimNode, effects: Sequence[object]) -> None:
         now = self.now
         for eff in effects:
-            t = type(eff)
-            if t is SendPacket:
-                assert isinstance(eff, SendPacket)
+            if isinstance(eff, SendPacket):
                 self._packets_sent += 1
                 target = self._by_addr.get(eff.addr)
                 times = self.net.packet(now, node.addr, eff.addr) if target is not None else []
@@ -688,42 +686,32 @@ class Simulator:
                     self._packets_lost += 1
                 for at in times:
                     self._push(at, _PACKET, target, node.addr, eff.data)
-            elif t is OpenStream:
-                assert isinstance(eff, OpenStream)
+            elif isinstance(eff, OpenStream):
                 self._open_stream(node, eff)
-            elif t is MemberEvent:
-                assert isinstance(eff, MemberEvent)
+            elif isinstance(eff, MemberEvent):
                 self._member_event(node, eff)
-            elif t is Notice:
-                assert isinstance(eff, Notice)
+            elif isinstance(eff, Notice):
                 self._notice(node, eff)
-            elif t is JoinDone:
-                assert isinstance(eff, JoinDone)
+            elif isinstance(eff, JoinDone):
                 self.join_results.setdefault(node.name, []).append(eff)
                 self._record(node.name, f"join_done {eff.joined} {'|'.join(eff.errors)}")
-            elif t is LeaveDone:
-                assert isinstance(eff, LeaveDone)
+            elif isinstance(eff, LeaveDone):
                 self._record(node.name, f"leave_done timed_out={eff.timed_out}")
                 if node.status is NodeStatus.LEAVING:
                     self._leave_done(node)
-            elif t is Violation:
-                assert isinstance(eff, Violation)
+            elif isinstance(eff, Violation):
                 self.notices["violation"] += 1
                 self._record(node.name, f"violation {eff.source} {eff.reason}")
-            elif t is SerfMemberEvent:
-                assert isinstance(eff, SerfMemberEvent)
+            elif isinstance(eff, SerfMemberEvent):
                 self._serf_member_event(node, eff)
-            elif t is SerfUserEvent:
-                assert isinstance(eff, SerfUserEvent)
+            elif isinstance(eff, SerfUserEvent):
                 self.user_events.append(
                     UserEventRecord(now, node.name, eff.name, eff.ltime, eff.payload, eff.coalesce)
                 )
                 self._record(node.name, f"user {eff.name} ltime={eff.ltime} {len(eff.payload)}B")
-            elif t is SerfQueryEvent:
-                assert isinstance(eff, SerfQueryEvent)
+            elif isinstance(eff, SerfQueryEvent):
                 self._query_event(node, eff)
-            elif t is QueryUpdate:
-                assert isinstance(eff, QueryUpdate)
+            elif isinstance(eff, QueryUpdate):
                 self._query_update(node, eff)
             else:
                 # A new effect type needs a decision here; dropping it could hide a bug.
