@@ -66,7 +66,13 @@ from ..wire.messages import (
     Suspect,
     UserMsg,
 )
-from ..wire.packet import MAX_COMPOUND_PARTS, decode_packet, encode_packet
+from ..wire.packet import (
+    COMPOUND_HEADER_OVERHEAD,
+    COMPOUND_PART_OVERHEAD,
+    MAX_COMPOUND_PARTS,
+    decode_packet,
+    encode_packet,
+)
 from ..wire.stream import StreamParser, encode_stream_message
 from .api import (
     Address,
@@ -92,8 +98,6 @@ from .members import MemberTable, NodeRecord
 from .pushpull import merge_messages, node_states, verify_protocol
 from .suspicion import Suspicion
 
-COMPOUND_HEADER_OVERHEAD = 2  # memberlist compoundHeaderOverhead
-COMPOUND_PART_OVERHEAD = 2  # memberlist compoundOverhead (u16 length per part)
 USER_MSG_OVERHEAD = 1  # the 08 type byte in front of a delegate message
 MAX_SEQ = 0xFFFF_FFFF
 # Destinations remembered by the stale-accusation rate limiter (rule 1) before answers stop.
@@ -106,12 +110,17 @@ LAST_CHANCES = 1
 # Errors from the first reading stage of a stream (encryption / compression wrapper / size):
 # memberlist answers these with an err message (net.go handleConn); body errors get no reply.
 _FRAMING_ERRORS = (
-    "stream: bad compress wrapper",
     "compress:",
     "Remote state is encrypted",
     "stream: message exceeds",
     "lzw:",
 )
+
+
+def _source(src: Address | None) -> str:
+    """The ``Violation.source`` of a message that came in a datagram from ``src`` or, when
+    ``src`` is None, on a stream."""
+    return f"udp {src}" if src is not None else "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,10 +353,14 @@ class Memberlist:
         self._violations += 1
         self._out.append(Violation(source, reason))
 
-    def _send_raw(self, addr: Address, parts: list[bytes], *, crc: bool) -> None:
-        data = encode_packet(parts, crc=crc, compress=self.config.enable_compression)
+    def _packet(self, addr: Address, parts: list[bytes], *, crc: bool) -> SendPacket:
         self._packets_out += 1
-        self._out.append(SendPacket(addr, data))
+        return SendPacket(
+            addr, encode_packet(parts, crc=crc, compress=self.config.enable_compression)
+        )
+
+    def _send_raw(self, addr: Address, parts: list[bytes], *, crc: bool) -> None:
+        self._out.append(self._packet(addr, parts, crc=crc))
 
     def _send_msg(self, addr: Address, msg: Message) -> None:
         """memberlist ``sendMsg``: one message plus piggy-backed broadcasts, no CRC."""
@@ -556,7 +569,7 @@ class Memberlist:
         if data:
             decoded = decode_packet(data)
             for err in decoded.errors:
-                self._violation(f"udp {src}", err)
+                self._violation(_source(src), err)
             for msg in decoded.messages:
                 self._dispatch(now, src, msg)
         return self._finish()
@@ -575,20 +588,20 @@ class Memberlist:
         elif isinstance(msg, Suspect):
             self._on_suspect(now, msg, src=src)
         elif isinstance(msg, Alive):
-            self._on_alive(now, msg, source=f"udp {src}")
+            self._on_alive(now, msg, src=src)
         elif isinstance(msg, Dead):
             self._on_dead(now, msg, src=src)
         elif isinstance(msg, UserMsg):
             self._delegate.notify_msg(now, msg.payload)
         else:
-            self._violation(f"udp {src}", f"{type(msg).__name__} is not valid in a packet")
+            self._violation(_source(src), f"{type(msg).__name__} is not valid in a packet")
 
     def _reply_addr(self, src: Address, addr: bytes, port: int) -> Address | None:
         if addr and port > 0:
             try:
                 return Address.from_packed(addr, port)
             except ValueError:
-                self._violation(f"udp {src}", "bad SourceAddr")
+                self._violation(_source(src), "bad SourceAddr")
                 return None
         return src
 
@@ -607,7 +620,7 @@ class Memberlist:
         try:
             target = Address.from_packed(msg.target, msg.port or self.addr.port)
         except ValueError:
-            self._violation(f"udp {src}", "indirect ping: bad Target")
+            self._violation(_source(src), "indirect ping: bad Target")
             return
         local = self._next_seq()
         self._relays[local] = _Relay(requester, msg.seq_no, msg.nack)
@@ -626,17 +639,18 @@ class Memberlist:
 
     # ------------------------------------------------------------------ state rules (12.5)
 
-    def _on_alive(self, now: float, msg: Alive, *, source: str) -> None:
+    def _on_alive(self, now: float, msg: Alive, *, src: Address | None = None) -> None:
+        """Apply an alive message (``src``: the datagram's source; None from a push/pull)."""
         is_local = msg.node == self.name
         if self._leaving and is_local:
             return  # after leaving we never come back through a stale alive
         if len(msg.vsn) >= 3 and (msg.vsn[0] == 0 or msg.vsn[1] == 0 or msg.vsn[0] > msg.vsn[1]):
-            self._violation(source, f"alive for {msg.node!r} with invalid protocol versions")
+            self._violation(_source(src), f"alive for {msg.node!r} with invalid protocol versions")
             return
         try:
             addr = Address.from_packed(msg.addr, msg.port or self.addr.port)
         except ValueError:
-            self._violation(source, f"alive for {msg.node!r} with invalid Addr")
+            self._violation(_source(src), f"alive for {msg.node!r} with invalid Addr")
             return
         meta = msg.meta or b""
         rec = self._members.get(msg.node)
@@ -852,7 +866,7 @@ class Memberlist:
             return err
         for msg in merge_messages(pp.nodes, self.name):
             if isinstance(msg, Alive):
-                self._on_alive(now, msg, source="stream")
+                self._on_alive(now, msg)
             elif isinstance(msg, Dead):
                 self._on_dead(now, msg)
             else:
@@ -939,9 +953,8 @@ class Memberlist:
         reply: bytes | None = None
         try:
             parser = StreamParser(max_nodes=self.config.max_push_pull_nodes)
-            msg = parser.feed(data)
-            if msg is None:
-                msg = parser.finish()
+            parser.feed(data)
+            msg = parser.finish()
         except DecodeError as exc:
             text = str(exc)
             self._violation("stream", text)
@@ -994,13 +1007,7 @@ class Memberlist:
         """A bare user-message datagram (``08`` + ``payload``) to ``addr`` (memberlist
         ``SendToAddress``): no compound, LZW only if shorter, no CRC (the destination is
         addressed by IP, not by a known node name).  The caller emits the effect."""
-        self._packets_out += 1
-        data = encode_packet(
-            [encode_message(UserMsg(payload))],
-            crc=False,
-            compress=self.config.enable_compression,
-        )
-        return SendPacket(addr, data)
+        return self._packet(addr, [encode_message(UserMsg(payload))], crc=False)
 
     def update_meta(self, now: float) -> list[Effect]:
         """Re-read the delegate's metadata, bump our incarnation and broadcast alive."""

@@ -58,30 +58,16 @@ def _map(pairs: dict[str, Any]) -> bytes:
 def encode_body(msg: Message) -> bytes:
     """The msgpack body of a map-bodied message (no type byte)."""
     if isinstance(msg, Ping):
-        d: dict[str, Any] = {"SeqNo": msg.seq_no, "Node": msg.node}
-        # memberlist tags only the Source* fields omitempty: left out when zero/empty.
-        if msg.source_addr:
-            d["SourceAddr"] = msg.source_addr
-        if msg.source_port:
-            d["SourcePort"] = msg.source_port
-        if msg.source_node:
-            d["SourceNode"] = msg.source_node
-        return _map(d)
+        return _map(_with_source({"SeqNo": msg.seq_no, "Node": msg.node}, msg))
     if isinstance(msg, IndirectPing):
-        d = {
+        d: dict[str, Any] = {
             "SeqNo": msg.seq_no,
             "Target": msg.target,
             "Port": msg.port,
             "Node": msg.node,
             "Nack": msg.nack,
         }
-        if msg.source_addr:
-            d["SourceAddr"] = msg.source_addr
-        if msg.source_port:
-            d["SourcePort"] = msg.source_port
-        if msg.source_node:
-            d["SourceNode"] = msg.source_node
-        return _map(d)
+        return _map(_with_source(d, msg))
     if isinstance(msg, Ack):
         return _map({"SeqNo": msg.seq_no, "Payload": msg.payload})
     if isinstance(msg, Nack):
@@ -103,6 +89,17 @@ def encode_body(msg: Message) -> bytes:
     if isinstance(msg, Err):
         return _map({"Error": msg.error})
     raise TypeError(f"{type(msg).__name__} has no single map body")
+
+
+def _with_source(d: dict[str, Any], msg: Ping | IndirectPing) -> dict[str, Any]:
+    # memberlist tags only the Source* fields omitempty: left out when zero/empty.
+    if msg.source_addr:
+        d["SourceAddr"] = msg.source_addr
+    if msg.source_port:
+        d["SourcePort"] = msg.source_port
+    if msg.source_node:
+        d["SourceNode"] = msg.source_node
+    return d
 
 
 def _check_vsn(vsn: bytes) -> None:
@@ -136,6 +133,7 @@ _TYPE_OF: dict[type, MessageType] = {
     Dead: MessageType.DEAD,
     Err: MessageType.ERR,
 }
+_PACKET_TYPES = frozenset(_TYPE_OF.values())
 
 
 def encode_message(msg: Message) -> bytes:
@@ -360,6 +358,6 @@ def decode_message(buf: bytes) -> Message:
         mtype = MessageType(t)
     except ValueError:
         raise DecodeError(f"message type {t} not supported") from None
-    if mtype not in _TYPE_OF.values():
+    if mtype not in _PACKET_TYPES:
         raise DecodeError(f"message type {mtype.name.lower()} not valid here")
     return decode_body(mtype, unpack_one(bytes(buf[1:]), mtype.name.lower()))

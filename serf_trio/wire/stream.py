@@ -28,12 +28,12 @@ import msgpack
 from .codec import (
     MSGPACK_ERRORS,
     DecodeError,
+    Fields,
     decode_body,
     decode_node_state,
     encode_body,
     encode_node_state,
     pack,
-    unpack_one,
 )
 from .messages import (
     Ack,
@@ -52,9 +52,8 @@ MAX_PUSH_NODES = 100_000  # far above any real cluster; bounds the work a header
 # No stream object at this layer needs more than a handful of map entries or any array.
 _MAX_CONTAINER = 64
 
-# memberlist's error texts for an encryption mismatch at the start of a stream.
+# memberlist's error text for an encrypted stream reaching a node without a keyring.
 ENCRYPTED_BUT_NOT_CONFIGURED = "Remote state is encrypted and encryption is not configured"
-CONFIGURED_BUT_NOT_ENCRYPTED = "Encryption is configured but remote state is not encrypted"
 
 
 def encode_stream_message(msg: Message, *, compress: bool) -> bytes:
@@ -95,29 +94,6 @@ def _new_unpacker(max_bytes: int) -> Any:
         max_array_len=_MAX_CONTAINER,
         max_ext_len=_MAX_CONTAINER,
     )
-
-
-def _int_field(hdr: dict[Any, Any], key: bytes, what: str, limit: int) -> int:
-    v = hdr.get(key, 0)
-    if v is None:
-        return 0
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise DecodeError(f"{what}: {key.decode()} is not an integer")
-    if not 0 <= v <= limit:
-        # A negative Nodes count makes memberlist 0.2.2 panic in make(); refuse it.
-        raise DecodeError(f"{what}: {key.decode()} {v} out of range 0..{limit}")
-    return v
-
-
-def _bool_field(hdr: dict[Any, Any], key: bytes, what: str) -> bool:
-    v = hdr.get(key, False)
-    if v is None:
-        return False
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int) and v in (0, 1):  # Go's bool decoder takes fixint 0/1 too
-        return bool(v)
-    raise DecodeError(f"{what}: {key.decode()} is not a bool")
 
 
 class _Reader:
@@ -204,9 +180,7 @@ class _Reader:
             hdr = self._obj()
             if hdr is _MORE:
                 return
-            if not isinstance(hdr, dict):
-                raise DecodeError("user: header is not a map")
-            self._want_tail = _int_field(hdr, b"UserMsgLen", "user", self._max_bytes)
+            self._want_tail = Fields(hdr, "user header").uint("UserMsgLen", self._max_bytes)
             self._read_tail()
             return
         body = self._obj()
@@ -218,11 +192,11 @@ class _Reader:
             hdr = self._obj()
             if hdr is _MORE:
                 return
-            if not isinstance(hdr, dict):
-                raise DecodeError("push_pull: header is not a map")
-            self._join = _bool_field(hdr, b"Join", "push_pull")
-            self._want_nodes = _int_field(hdr, b"Nodes", "push_pull", self._max_nodes)
-            self._user_len = _int_field(hdr, b"UserStateLen", "push_pull", self._max_bytes)
+            f = Fields(hdr, "push_pull header")
+            self._join = f.boolean("Join")
+            # uint: a negative Nodes count makes memberlist 0.2.2 panic in make(); refuse it.
+            self._want_nodes = f.uint("Nodes", self._max_nodes)
+            self._user_len = f.uint("UserStateLen", self._max_bytes)
         while len(self._nodes) < self._want_nodes:
             obj = self._obj()
             if obj is _MORE:
@@ -305,7 +279,6 @@ def decode_stream_message(data: bytes) -> Message:
 
 
 __all__ = [
-    "CONFIGURED_BUT_NOT_ENCRYPTED",
     "ENCRYPTED_BUT_NOT_CONFIGURED",
     "MAX_PUSH_NODES",
     "MAX_STREAM_BYTES",
@@ -313,5 +286,4 @@ __all__ = [
     "decode_stream_message",
     "encode_stream_error",
     "encode_stream_message",
-    "unpack_one",
 ]
