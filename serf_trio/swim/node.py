@@ -50,7 +50,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..wire.codec import DecodeError, encode_message
+from ..wire.codec import DecodeError, FramingError, encode_message
 from ..wire.messages import (
     DEFAULT_VSN,
     META_MAX_SIZE,
@@ -106,15 +106,6 @@ _STALE_ANSWER_CAP = 1024
 # in the 10%-loss simulation (0 stale declarations in 20 seeds, as with two); more would survive
 # a lost datagram at the price of one probe timeout each.
 LAST_CHANCES = 1
-
-# Errors from the first reading stage of a stream (encryption / compression wrapper / size):
-# memberlist answers these with an err message (net.go handleConn); body errors get no reply.
-_FRAMING_ERRORS = (
-    "compress:",
-    "Remote state is encrypted",
-    "stream: message exceeds",
-    "lzw:",
-)
 
 
 def _source(src: Address | None) -> str:
@@ -958,7 +949,8 @@ class Memberlist:
         except DecodeError as exc:
             text = str(exc)
             self._violation("stream", text)
-            if text.startswith(_FRAMING_ERRORS):
+            if isinstance(exc, FramingError):
+                # memberlist answers first-stage read failures with an err message.
                 reply = self._encode_stream(Err(text))
             return reply, self._finish()
         if isinstance(msg, PushPull):

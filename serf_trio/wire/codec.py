@@ -45,6 +45,12 @@ class DecodeError(ValueError):
     """Bytes from a peer that are not a valid message.  Count, log and drop; never fatal."""
 
 
+class FramingError(DecodeError):
+    """A stream failed its first reading stage: size limit, encryption mismatch or a bad
+    compress wrapper.  memberlist (net.go readStream) answers these with an ``err`` message;
+    errors in the message body itself are only logged."""
+
+
 def pack(obj: Any) -> bytes:
     """msgpack as Go's gossip codec writes it: raw strings, no bin, no str8."""
     return msgpack.packb(obj, use_bin_type=False)

@@ -29,6 +29,7 @@ from .codec import (
     MSGPACK_ERRORS,
     DecodeError,
     Fields,
+    FramingError,
     decode_body,
     decode_node_state,
     encode_body,
@@ -132,12 +133,12 @@ class _Reader:
             try:
                 self._unpacker.feed(chunk)
             except msgpack.BufferFull:
-                raise DecodeError(f"stream: message exceeds {self._max_bytes} bytes") from None
+                raise FramingError(f"stream: message exceeds {self._max_bytes} bytes") from None
         self._advance()
 
     def _start(self, t: int) -> None:
         if t == MessageType.ENCRYPT:
-            raise DecodeError(ENCRYPTED_BUT_NOT_CONFIGURED)
+            raise FramingError(ENCRYPTED_BUT_NOT_CONFIGURED)
         ok = (
             MessageType.PUSH_PULL,
             MessageType.USER,
@@ -242,18 +243,30 @@ class StreamParser:
         self._seen = 0
         self._reader = _Reader(max_bytes, max_nodes, allow_compress=True)
         self._msg: Message | None = None
+        self._wrapped = False
         self.compressed = False
 
     def feed(self, chunk: bytes) -> Message | None:
         if self._msg is not None:
             return self._msg
+        if self._seen == 0 and chunk:
+            self._wrapped = chunk[0] == MessageType.COMPRESS
         self._seen += len(chunk)
         if self._seen > self._max:
-            raise DecodeError(f"stream: message exceeds {self._max} bytes")
-        self._reader.feed(chunk)
-        if self._reader.compress_obj is not None:
+            raise FramingError(f"stream: message exceeds {self._max} bytes")
+        try:
+            self._reader.feed(chunk)
+            wrapper = self._reader.compress_obj
+            inner = None if wrapper is None else inflate(wrapper, self._max)
+        except FramingError:
+            raise
+        except DecodeError as exc:
+            if self._wrapped:
+                # Everything up to the decompressed bytes is the first reading stage.
+                raise FramingError(str(exc)) from exc
+            raise
+        if inner is not None:
             self.compressed = True
-            inner = inflate(self._reader.compress_obj, self._max)
             # Inside the wrapper the message must be complete, and another compress is not a
             # message type memberlist dispatches on.
             reader = _Reader(self._max, self._max_nodes, allow_compress=False)

@@ -18,7 +18,7 @@ from serf_trio.swim.api import (
 )
 from serf_trio.swim.node import Memberlist
 from serf_trio.wire.codec import encode_message
-from serf_trio.wire.messages import DEFAULT_VSN, Ack, Alive, IndirectPing, Nack, Ping, UserMsg
+from serf_trio.wire.messages import DEFAULT_VSN, Ack, Alive, Err, IndirectPing, Nack, Ping, UserMsg
 from serf_trio.wire.packet import decode_packet
 from serf_trio.wire.stream import decode_stream_message, encode_stream_message
 
@@ -102,6 +102,22 @@ def test_encrypted_stream_gets_err_reply() -> None:
     core = _core()
     reply, effs = core.handle_stream(1.0, b"\x0a\x00\x00\x00\x10" + bytes(16))
     assert reply is not None and "encrypted" in decode_stream_message(reply).error  # type: ignore[union-attr]
+    assert any(isinstance(e, Violation) for e in effs)
+
+
+def test_bad_compress_wrapper_gets_err_reply_but_a_bad_body_does_not() -> None:
+    """memberlist (net.go readStream) answers first-stage failures, including a compress wrapper
+    that is not valid msgpack, with an err message; a malformed body is only logged."""
+    core = _core()
+    # 0xc1 is the one byte msgpack never uses: the wrapper is malformed, not incomplete.
+    reply, effs = core.handle_stream(1.0, b"\x09\xc1")
+    assert reply is not None
+    assert isinstance(decode_stream_message(reply), Err)
+    assert any(isinstance(e, Violation) for e in effs)
+    # A well-framed ping whose body has a string where SeqNo belongs: no reply.
+    body = encode_message(Ping(1, "me"))[1:].replace(b"SeqNo\x01", b"SeqNo\xa1x")
+    reply, effs = core.handle_stream(1.0, b"\x00" + body)
+    assert reply is None
     assert any(isinstance(e, Violation) for e in effs)
 
 
