@@ -24,12 +24,20 @@ from typing import Any
 import msgpack
 
 from ..swim.api import Address
-from ..wire.codec import MSGPACK_ERRORS, DecodeError, Fields, pack, text, unpack_one
+from ..wire.codec import (
+    MAX_U16,
+    MAX_U32,
+    MSGPACK_ERRORS,
+    DecodeError,
+    Fields,
+    pack,
+    pack_struct,
+    text,
+    unpack_one,
+)
 
 MAX_CONTAINER = 100_000  # members per push/pull; same order as swim's max_push_pull_nodes
 MAX_U8 = 0xFF
-MAX_U16 = 0xFFFF
-MAX_U32 = 0xFFFF_FFFF
 MAX_U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 QUERY_FLAG_ACK = 1  # serf queryFlagAck: the originator wants acks
@@ -213,10 +221,6 @@ Filter = NodeFilter | TagFilter
 # Encoding
 
 
-def _map(d: dict[str, Any]) -> bytes:
-    return pack(dict(sorted(d.items())))
-
-
 def _nil(b: bytes) -> bytes | None:
     return b if b else None
 
@@ -231,13 +235,13 @@ def _slot(s: EventSlot | None) -> dict[str, Any] | None:
 def encode(msg: SerfMessage) -> bytes:
     """``[type][msgpack]`` as Serf 0.9.4 sends it."""
     if isinstance(msg, Leave):
-        return bytes([SerfType.LEAVE]) + _map(
+        return bytes([SerfType.LEAVE]) + pack_struct(
             {"LTime": msg.ltime, "Node": msg.node, "Prune": msg.prune}
         )
     if isinstance(msg, Join):
-        return bytes([SerfType.JOIN]) + _map({"LTime": msg.ltime, "Node": msg.node})
+        return bytes([SerfType.JOIN]) + pack_struct({"LTime": msg.ltime, "Node": msg.node})
     if isinstance(msg, PushPullState):
-        return bytes([SerfType.PUSH_PULL]) + _map(
+        return bytes([SerfType.PUSH_PULL]) + pack_struct(
             {
                 "LTime": msg.ltime,
                 "StatusLTimes": dict(msg.status_ltimes),
@@ -248,11 +252,11 @@ def encode(msg: SerfMessage) -> bytes:
             }
         )
     if isinstance(msg, UserEvent):
-        return bytes([SerfType.USER_EVENT]) + _map(
+        return bytes([SerfType.USER_EVENT]) + pack_struct(
             {"LTime": msg.ltime, "Name": msg.name, "Payload": _nil(msg.payload), "CC": msg.cc}
         )
     if isinstance(msg, Query):
-        return bytes([SerfType.QUERY]) + _map(
+        return bytes([SerfType.QUERY]) + pack_struct(
             {
                 "LTime": msg.ltime,
                 "ID": msg.id,
@@ -268,7 +272,7 @@ def encode(msg: SerfMessage) -> bytes:
             }
         )
     if isinstance(msg, QueryResponse):
-        return bytes([SerfType.QUERY_RESPONSE]) + _map(
+        return bytes([SerfType.QUERY_RESPONSE]) + pack_struct(
             {
                 "LTime": msg.ltime,
                 "ID": msg.id,
@@ -289,7 +293,7 @@ def encode(msg: SerfMessage) -> bytes:
 def encode_filter(f: Filter) -> bytes:
     if isinstance(f, NodeFilter):
         return bytes([FilterType.NODE]) + pack(list(f.names))
-    return bytes([FilterType.TAG]) + _map({"Tag": f.tag, "Expr": f.expr})
+    return bytes([FilterType.TAG]) + pack_struct({"Tag": f.tag, "Expr": f.expr})
 
 
 def encode_member(m: MemberRecord) -> dict[str, Any]:
@@ -310,17 +314,17 @@ def encode_member(m: MemberRecord) -> dict[str, Any]:
 
 def encode_conflict_response(m: MemberRecord | None) -> bytes:
     """``06`` + Member map, or ``06 c0`` when the responder does not know the name."""
-    body = pack(None) if m is None else _map(encode_member(m))
+    body = pack(None) if m is None else pack_struct(encode_member(m))
     return bytes([SerfType.CONFLICT_RESPONSE]) + body
 
 
 def encode_key_request(req: KeyRequest) -> bytes:
-    return bytes([SerfType.KEY_REQUEST]) + _map({"Key": req.key})
+    return bytes([SerfType.KEY_REQUEST]) + pack_struct({"Key": req.key})
 
 
 def encode_key_response(r: KeyResponse) -> bytes:
     keys = list(r.keys) if r.keys is not None else None
-    return bytes([SerfType.KEY_RESPONSE]) + _map(
+    return bytes([SerfType.KEY_RESPONSE]) + pack_struct(
         {"Keys": keys, "Message": r.message, "PrimaryKey": r.primary_key, "Result": r.result}
     )
 

@@ -56,15 +56,16 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=False)
 
 
-def _map(pairs: dict[str, Any]) -> bytes:
-    # go-msgpack emits struct fields sorted by Go field name, not in declaration order.
+def pack_struct(pairs: dict[str, Any]) -> bytes:
+    """A Go struct as go-msgpack writes it: a map with the fields sorted by Go field name
+    (not declaration order), in the gossip dialect."""
     return pack(dict(sorted(pairs.items())))
 
 
 def encode_body(msg: Message) -> bytes:
     """The msgpack body of a map-bodied message (no type byte)."""
     if isinstance(msg, Ping):
-        return _map(_with_source({"SeqNo": msg.seq_no, "Node": msg.node}, msg))
+        return pack_struct(_with_source({"SeqNo": msg.seq_no, "Node": msg.node}, msg))
     if isinstance(msg, IndirectPing):
         d: dict[str, Any] = {
             "SeqNo": msg.seq_no,
@@ -73,16 +74,16 @@ def encode_body(msg: Message) -> bytes:
             "Node": msg.node,
             "Nack": msg.nack,
         }
-        return _map(_with_source(d, msg))
+        return pack_struct(_with_source(d, msg))
     if isinstance(msg, Ack):
-        return _map({"SeqNo": msg.seq_no, "Payload": msg.payload})
+        return pack_struct({"SeqNo": msg.seq_no, "Payload": msg.payload})
     if isinstance(msg, Nack):
-        return _map({"SeqNo": msg.seq_no})
+        return pack_struct({"SeqNo": msg.seq_no})
     if isinstance(msg, Suspect | Dead):
-        return _map({"Incarnation": msg.incarnation, "Node": msg.node, "From": msg.from_})
+        return pack_struct({"Incarnation": msg.incarnation, "Node": msg.node, "From": msg.from_})
     if isinstance(msg, Alive):
         _check_vsn(msg.vsn)
-        return _map(
+        return pack_struct(
             {
                 "Incarnation": msg.incarnation,
                 "Node": msg.node,
@@ -93,7 +94,7 @@ def encode_body(msg: Message) -> bytes:
             }
         )
     if isinstance(msg, Err):
-        return _map({"Error": msg.error})
+        return pack_struct({"Error": msg.error})
     raise TypeError(f"{type(msg).__name__} has no single map body")
 
 
@@ -116,7 +117,7 @@ def _check_vsn(vsn: bytes) -> None:
 
 def encode_node_state(ns: PushNodeState) -> bytes:
     _check_vsn(ns.vsn)
-    return _map(
+    return pack_struct(
         {
             "Name": ns.name,
             "Addr": ns.addr,
