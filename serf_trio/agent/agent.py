@@ -27,15 +27,22 @@ core (``SerfConfig`` from the agent config).  Rules it owns:
   needing a restart.  A bad reload is logged and the running config kept.
 * **Files**: the tags file is read at start and rewritten atomically (temp, fsync, rename) off
   the event loop whenever RPC ``tags`` changes the tags.
-* **Bad input never kills the agent**: RPC methods raise ``AgentError`` with Serf's wording;
-  key commands answer as an unencrypted Serf agent does.  Losing a name-conflict resolution
-  stops the node without a leave (Serf) and the agent exits 1.
+* **Encryption**: one ``wire.crypto.Envelope`` (keyring, cipher, verify switches) is shared by
+  the transport (which seals and opens through ``runtime.crypto.EnvelopeCrypto``) and the Serf
+  core (which answers key queries from it and sizes packets by its overhead).  With a
+  ``keyring_file`` every keyring change is written to it atomically (mode 0600) before the
+  node answers the key query that made it, as Serf does.  Key RPCs run Serf's internal key
+  queries through the cluster and report what the members answered.  SIGHUP applies
+  ``encrypt_algorithm``, ``encrypt_verify_incoming``/``_outgoing`` and turns encryption on or
+  off (the live keyring stays authoritative while it is on): the plaintext -> encrypted
+  procedure needs no restart.
+* **Bad input never kills the agent**: RPC methods raise ``AgentError`` with Serf's wording.
+  Losing a name-conflict resolution stops the node without a leave (Serf) and the agent
+  exits 1.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import math
 import os
@@ -62,6 +69,7 @@ from serf_trio.rpc.api import (
 )
 from serf_trio.rpc.paths import default_socket_path
 from serf_trio.rpc.server import RpcServer
+from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.driver import (
     JoinError,
     MembershipNode,
@@ -82,6 +90,8 @@ from serf_trio.serf.node import SerfError
 from serf_trio.serf.query import default_query_timeout
 from serf_trio.serf.tags import TagsTooLarge, decode_tags, encode_tags
 from serf_trio.swim.api import Address, MemberInfo, State
+from serf_trio.wire.crypto import Algorithm, Envelope
+from serf_trio.wire.keyring import Keyring, KeyringError, decode_key, encode_key
 
 from .config import (
     AgentConfig,
@@ -101,7 +111,17 @@ SHUTDOWN_GRACE = 0.1  # lets an in-flight RPC reply (``leave``) reach its client
 SNAPSHOT_CLOCK_INTERVAL = 0.5  # serf snapshotter: the member clock is recorded every 500 ms
 SERF_PREFIX = "_serf_"
 NS = 1_000_000_000
-_RELOADABLE = ("log_level", "event_handlers", "tags")
+_RELOADABLE = (
+    "log_level",
+    "event_handlers",
+    "tags",
+    "encrypt_key",
+    "keyring_file",
+    "encrypt_algorithm",
+    "encrypt_verify_incoming",
+    "encrypt_verify_outgoing",
+)
+_KEY_OPS = ("install", "use", "remove", "list")
 
 
 def rpc_member(m: MemberInfo) -> RpcMember:
@@ -246,14 +266,26 @@ class Agent:
         cfg = self.config
         self.serf_config = cfg.serf_config()
         swim = cfg.swim_config()
+        keys = loaded.keys
+        self.envelope = Envelope(
+            Keyring(keys) if keys else None,
+            Algorithm(cfg.encrypt_algorithm),
+            verify_incoming=cfg.encrypt_verify_incoming,
+            verify_outgoing=cfg.encrypt_verify_outgoing,
+        )
+        self.crypto = EnvelopeCrypto(self.envelope, self._log)
         self.node = MembershipNode(
             swim,
             cfg.node_name,
-            UdpTcpTransport(cfg.bind, stream_timeout=swim.tcp_timeout, logger=self._log),
+            UdpTcpTransport(
+                cfg.bind, stream_timeout=swim.tcp_timeout, crypto=self.crypto, logger=self._log
+            ),
             advertise=cfg.advertise,
             logger=self._log,
             serf=self.serf_config,
             tags=self._tags,
+            envelope=self.envelope,
+            persist_keyring=self._write_keyring,
         )
         self.supervisor = HandlerSupervisor(
             cfg.event_handlers,
@@ -443,7 +475,7 @@ class Agent:
             "intent_queue": str(serf.intent_queue if serf else 0),
             "event_queue": str(serf.event_queue if serf else 0),
             "query_queue": str(serf.query_queue if serf else 0),
-            "encrypted": "false",
+            "encrypted": str(self.envelope.enabled).lower(),
             "coordinate_resets": str(serf.coordinate_resets if serf else 0),
         }
         return {
@@ -458,35 +490,50 @@ class Agent:
             "serf": serf_section,
             "tags": dict(self._tags),
             "event_handlers": handler_stats(self.config),
+            "encryption": self.crypto.stats(),
         }
 
     def get_coordinate(self, node: str) -> Coordinate | None:
         return self.node.get_coordinate(node)
 
     async def key_operation(self, op: str, key: str) -> KeyResponse:
-        """As an unencrypted Serf cluster answers: every alive node reports it has no keyring."""
-        if op not in ("install", "use", "remove", "list"):
+        """Serf's KeyManager: an internal key query through the cluster, every member answering
+        from its own keyring; the report counts what they said."""
+        if op not in _KEY_OPS:
             raise AgentError(f"unknown key operation {op!r}")
+        raw = b""
         if op != "list":
             try:
-                base64.b64decode(key, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise AgentError(f"illegal base64 data: {exc}") from None
-        text = (
-            "Keyring is empty (encryption not enabled)"
-            if op == "list"
-            else "No keyring to modify (encryption not enabled)"
+                raw = decode_key(key)
+            except ValueError as exc:
+                raise AgentError(str(exc)) from None
+        try:
+            report = await self.node.key_operation(op, raw)
+        except (SerfError, NotRunningError) as exc:
+            raise AgentError(str(exc)) from None
+        self._log.info(
+            "key_operation",
+            op=op,
+            nodes=report.num_nodes,
+            responses=report.num_resp,
+            errors=report.num_err,
         )
-        alive = [m.name for m in self.node.serf_members() if m.status == "alive"]
-        n = len(alive)
         return KeyResponse(
-            keys={} if op == "list" else None,
-            messages={name: text for name in alive},
-            num_nodes=n,
-            num_resp=n,
-            num_err=n,
-            error=f"{n}/{n} nodes reported failure",
+            keys=dict(report.keys) if op == "list" else None,
+            messages=dict(report.messages),
+            num_nodes=report.num_nodes,
+            num_resp=report.num_resp,
+            num_err=report.num_err,
+            error=report.error,
         )
+
+    async def _write_keyring(self, keys: tuple[bytes, ...]) -> None:
+        """Rewrite the keyring file, if one is configured (Serf's format: a JSON list of base64
+        keys, primary first), atomically with mode 0600, off the event loop."""
+        path = self.config.keyring_file
+        if path is not None:
+            doc = [encode_key(k) for k in keys]
+            await trio.to_thread.run_sync(write_json_atomically, path, doc)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -651,13 +698,26 @@ class Agent:
                 changed.append("tags")
             except AgentError as exc:
                 self._log.error("reload_failed", error=str(exc))
+        try:
+            changed.extend(self._reload_encryption(new, loaded.keys))
+        except KeyringError as exc:
+            self._log.error("reload_failed", error=str(exc))
         needs_restart = [
             f.name
             for f in dataclasses.fields(AgentConfig)
             if f.name not in _RELOADABLE and getattr(new, f.name) != getattr(old, f.name)
         ]
+        env = self.envelope
         self.config = dataclasses.replace(
-            old, log_level=new.log_level, event_handlers=new.event_handlers, tags=dict(tags)
+            old,
+            log_level=new.log_level,
+            event_handlers=new.event_handlers,
+            tags=dict(tags),
+            encrypt_key=new.encrypt_key,
+            keyring_file=new.keyring_file,
+            encrypt_algorithm=env.algorithm.value,
+            encrypt_verify_incoming=env.verify_incoming,
+            encrypt_verify_outgoing=env.verify_outgoing,
         )
         self._log.info(
             "config_reloaded",
@@ -668,6 +728,46 @@ class Agent:
         if needs_restart:
             self._log.warning("reload_needs_restart", keys=needs_restart)
         self.notifier.ready(status=self._status())
+
+    def _reload_encryption(self, new: AgentConfig, keys: tuple[bytes, ...] | None) -> list[str]:
+        """Apply the reloadable encryption settings; the names of those that changed.
+
+        Turning encryption on takes the configured keys; while it is on, the live keyring
+        (rotated by key queries, written to the keyring file) stays authoritative.  Each switch
+        changes only what this node accepts or sends from the next packet on, which is what
+        makes the plaintext -> encrypted procedure safe one node at a time (README).
+        ``KeyringError`` (nothing changed) when the new cipher cannot send with the primary.
+        """
+        env = self.envelope
+        algorithm = Algorithm(new.encrypt_algorithm)
+        keyring = env.keyring
+        if keyring is None and keys:
+            keyring = Keyring(keys)
+        elif not keys:
+            keyring = None
+        if keyring is not None:
+            probe = Envelope(None, algorithm)
+            probe.check_primary(keyring.primary)
+        changed: list[str] = []
+        if (keyring is None) != (env.keyring is None):
+            changed.append("encryption_on" if keyring is not None else "encryption_off")
+            if keyring is not None and new.encrypt_verify_incoming:
+                self._log.warning(
+                    "encryption_enabled_verifying",
+                    hint="plaintext peers are refused from now on; to move a live cluster, "
+                    "turn the key on with encrypt_verify_incoming/outgoing = false first",
+                )
+        if algorithm is not env.algorithm:
+            changed.append("encrypt_algorithm")
+        if new.encrypt_verify_incoming != env.verify_incoming:
+            changed.append("encrypt_verify_incoming")
+        if new.encrypt_verify_outgoing != env.verify_outgoing:
+            changed.append("encrypt_verify_outgoing")
+        env.keyring = keyring
+        env.algorithm = algorithm
+        env.verify_incoming = new.encrypt_verify_incoming
+        env.verify_outgoing = new.encrypt_verify_outgoing
+        return changed
 
     async def _apply_tags(self, new: dict[str, str], *, persist: bool) -> None:
         try:

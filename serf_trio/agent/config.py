@@ -10,6 +10,15 @@ Rules this module owns:
   number of seconds; addresses are literal IPs with an optional port (7946 for gossip, 7373 for
   RPC when omitted).  Event handler specs are ``[FILTER=]COMMAND`` with Serf's filter syntax
   (``serf_trio.serf.filters``, RPC.md section 6).
+* **Encryption** (Serf's rules plus serf-trio's cipher choice): ``encrypt_key`` is one base64
+  key, ``keyring_file`` a JSON list of base64 keys (primary first; the agent rewrites it on
+  every keyring change), and giving both is refused with Serf's "Encryption key not allowed
+  while using a keyring".  ``encrypt_algorithm`` is ``secretbox`` (the default; 32-byte
+  primary key) or ``aes-gcm`` (memberlist's cipher, needed to join real Serf agents; 16, 24
+  or 32 bytes).  ``encrypt_verify_incoming`` / ``encrypt_verify_outgoing`` are memberlist's
+  GossipVerifyIncoming/Outgoing (both true by default; false only while moving a live
+  cluster from plaintext to encrypted).  ``load`` reads the keyring file, so a bad key,
+  bad base64 or an unreadable file is a config error naming the key or the file.
 * **Errors**: every problem raises ``ConfigError`` whose message is one line naming the file (or
   "command line") and the key.  Nothing here does I/O beyond reading the named files.
 
@@ -43,11 +52,13 @@ from serf_trio.serf.filters import (
 from serf_trio.serf.tags import TagsTooLarge, encode_tags
 from serf_trio.swim.api import Address
 from serf_trio.swim.config import PROFILES, SwimConfig
+from serf_trio.wire.crypto import Algorithm
+from serf_trio.wire.keyring import KEY_SIZES, decode_key
 
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_RPC_PORT = 7373
 DEFAULT_BIND = Address("0.0.0.0", DEFAULT_GOSSIP_PORT)
-ENCRYPTION_REFUSED = "encryption is not supported yet"
+KEY_AND_KEYRING = "Encryption key not allowed while using a keyring"  # Serf's text
 
 
 class ConfigError(Exception):
@@ -224,8 +235,22 @@ def _rpc_addr(value: object) -> Address:
     return _parse_hostport(value, DEFAULT_RPC_PORT)
 
 
-def _refuse_encryption(value: object) -> NoReturn:
-    raise _BadValue(ENCRYPTION_REFUSED)
+def _encrypt_key(value: object) -> bytes:
+    try:
+        key = decode_key(_str(value))
+    except ValueError as exc:
+        raise _BadValue(str(exc)) from None
+    if len(key) not in KEY_SIZES:
+        raise _BadValue(f"a key must be 16, 24 or 32 bytes, this one has {len(key)}")
+    return key
+
+
+def _algorithm(value: object) -> str:
+    text = _str(value)
+    try:
+        return Algorithm(text).value
+    except ValueError:
+        raise _BadValue(f"unknown cipher {text!r}; expected secretbox or aes-gcm") from None
 
 
 def _node_name(value: object) -> str:
@@ -243,8 +268,12 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "rpc_addr": _rpc_addr,
     "rpc_auth": _str,
     "rpc_socket": _path,
-    "encrypt_key": _refuse_encryption,
-    "keyring_file": _refuse_encryption,
+    "encrypt_key": _encrypt_key,
+    "keyring_file": _path,
+    # serf-trio: the cipher this node sends with, and memberlist's verification switches.
+    "encrypt_algorithm": _algorithm,
+    "encrypt_verify_incoming": _bool,
+    "encrypt_verify_outgoing": _bool,
     "event_handlers": _handlers,
     "tags": _tags,
     "tags_file": _path,
@@ -308,6 +337,11 @@ class AgentConfig:
     event_handlers: tuple[HandlerSpec, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     tags_file: Path | None = None
+    encrypt_key: bytes | None = field(default=None, repr=False)
+    keyring_file: Path | None = None
+    encrypt_algorithm: str = Algorithm.SECRETBOX.value
+    encrypt_verify_incoming: bool = True
+    encrypt_verify_outgoing: bool = True
     snapshot_path: Path | None = None
     start_join: tuple[str, ...] = ()
     retry_join: tuple[str, ...] = ()
@@ -423,6 +457,15 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 # Command line
 
 
+def _flag_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ``ConfigError`` instead of printing usage and exiting 2."""
 
@@ -446,8 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--event-handler", dest="event_handlers", action="append", metavar="[FILTER=]SCRIPT")
     a("--tag", dest="tags", action="append", metavar="KEY=VALUE")
     a("--tags-file", metavar="PATH")
-    a("--encrypt", dest="encrypt_key", metavar="KEY")
-    a("--keyring-file", metavar="PATH")
+    a("--encrypt", dest="encrypt_key", metavar="KEY", help="gossip encryption key (base64)")
+    a("--keyring-file", metavar="PATH", help="JSON list of base64 keys, kept up to date")
+    a("--encrypt-algorithm", metavar="secretbox|aes-gcm", help="cipher to send with")
+    a("--encrypt-verify-incoming", type=_flag_bool, metavar="true|false")
+    a("--encrypt-verify-outgoing", type=_flag_bool, metavar="true|false")
     a("--snapshot", dest="snapshot_path", metavar="PATH")
     a("--config-file", action="append", default=[], metavar="PATH")
     a("--config-dir", action="append", default=[], metavar="DIR")
@@ -500,10 +546,60 @@ def _flag_values(ns: argparse.Namespace) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
-    """The effective config plus where it came from (SIGHUP reloads the same sources)."""
+    """The effective config plus where it came from (SIGHUP reloads the same sources), and
+    the keys it names (``None``: no encryption), primary first."""
 
     config: AgentConfig
     files: tuple[Path, ...]
+    keys: tuple[bytes, ...] | None = field(default=None, repr=False)
+
+
+def read_keyring_file(path: Path) -> list[bytes]:
+    """The keys of a Serf keyring file (a JSON list of base64 strings, primary first)."""
+    where = f"{path}: config key 'keyring_file'"
+    try:
+        raw = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read keyring file: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}: Failed to decode keyring file: {exc}") from None
+    if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+        raise ConfigError(f"{where}: expected a JSON list of base64 keys")
+    if not raw:
+        raise ConfigError(f"{where}: Keyring file contains no keys")
+    keys: list[bytes] = []
+    for i, text in enumerate(raw):
+        try:
+            key = decode_key(text)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: key {i + 1}: {exc}") from None
+        if len(key) not in KEY_SIZES:
+            raise ConfigError(
+                f"{where}: key {i + 1} has {len(key)} bytes; keys must be 16, 24 or 32 bytes"
+            )
+        keys.append(key)
+    return keys
+
+
+def configured_keys(cfg: AgentConfig) -> tuple[bytes, ...] | None:
+    """The keys the config names (Serf's rules, see the module docstring), checked against the
+    cipher: secretbox sends with a 32-byte primary key.  ``ConfigError`` otherwise."""
+    if cfg.encrypt_key is not None and cfg.keyring_file is not None:
+        raise ConfigError(f"config keys 'encrypt_key' and 'keyring_file': {KEY_AND_KEYRING}")
+    if cfg.keyring_file is not None:
+        keys = read_keyring_file(cfg.keyring_file)
+        what = f"{cfg.keyring_file}: config key 'keyring_file': the primary (first) key"
+    elif cfg.encrypt_key is not None:
+        keys = [cfg.encrypt_key]
+        what = "config key 'encrypt_key': the key"
+    else:
+        return None
+    if cfg.encrypt_algorithm == Algorithm.SECRETBOX and len(keys[0]) != 32:
+        raise ConfigError(
+            f"{what} has {len(keys[0])} bytes; secretbox needs 32 "
+            '(set encrypt_algorithm = "aes-gcm" for 16- or 24-byte Serf keys)'
+        )
+    return tuple(keys)
 
 
 def load(argv: Sequence[str], *, hostname: str | None = None) -> LoadedConfig:
@@ -521,6 +617,5 @@ def load(argv: Sequence[str], *, hostname: str | None = None) -> LoadedConfig:
         raise ConfigError("config key 'tags' is not allowed together with 'tags_file'")
     merged.setdefault("node_name", hostname if hostname is not None else socket.gethostname())
     known = {f.name for f in dataclasses.fields(AgentConfig)}
-    return LoadedConfig(
-        AgentConfig(**{k: v for k, v in merged.items() if k in known}), tuple(files)
-    )
+    cfg = AgentConfig(**{k: v for k, v in merged.items() if k in known})
+    return LoadedConfig(cfg, tuple(files), configured_keys(cfg))

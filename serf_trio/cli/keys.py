@@ -1,10 +1,19 @@
 """``keygen`` and ``keys``: make a gossip encryption key and manage the cluster's keyring.
 
-``keygen`` prints 32 random bytes in base64 (an AES-256 key, like ``serf keygen``). ``keys``
-runs one keyring operation on every member via the agent and prints Serf's report: a
-``failed:  node  message`` line per node that refused, then a summary; exit status 1 unless
-every node succeeded. An unencrypted agent answers, as Serf does, with each node's
-``Keyring is empty (encryption not enabled)`` and ``N/N nodes reported failure``.
+``keygen`` prints 32 random bytes in base64 (a key for secretbox and for AES-256, like
+``serf keygen``). ``keys`` runs one keyring operation on every member via the agent (Serf's
+internal key queries) and prints Serf's report: a ``failed:  node  message`` line per node
+that refused, then a summary; exit status 1 unless every node succeeded. An unencrypted agent
+answers, as Serf does, with each node's ``Keyring is empty (encryption not enabled)`` and
+``N/N nodes reported failure``.
+
+Beyond Serf's CLI (the RPC stays Serf's):
+
+* ``--list`` shows each key's coverage as "installed on N of M members" (M: the members alive
+  when the query ran);
+* ``--remove KEY`` first lists the keys and refuses unless some *other* key is installed on
+  every alive member, naming how far each key reaches: removing a key that some member still
+  needs would cut that member off.  ``--force`` skips the check.
 """
 
 from __future__ import annotations
@@ -52,6 +61,13 @@ def keys(
     list_: Annotated[
         bool, typer.Option("--list", help="List the keys installed in the cluster.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="With --remove: skip the check that another key is installed everywhere.",
+        ),
+    ] = False,
     rpc_addr: RpcAddrOpt = None,
     rpc_socket: RpcSocketOpt = None,
     rpc_auth: RpcAuthOpt = None,
@@ -70,8 +86,7 @@ def keys(
             typer.echo("")
             typer.echo("Keys gathered, listing cluster keyring...")
             typer.echo("")
-            rows = [[k, f"[{n}/{resp.num_nodes}]"] for k, n in sorted((resp.keys or {}).items())]
-            echo_lines(columnize(rows))
+            echo_lines(columnize(_coverage_rows(resp)))
         elif install is not None:
             typer.echo("==> Installing key on all members...")
             _check(client.install_key(install), "Error installing key")
@@ -81,9 +96,38 @@ def keys(
             _check(client.use_key(use), "Error changing primary key")
             typer.echo("Successfully changed primary key!")
         elif remove is not None:
+            if not force:
+                typer.echo("==> Checking that another key is installed on every member...")
+                _check_removal(client.list_keys(), remove)
             typer.echo("==> Removing key...")
             _check(client.remove_key(remove), "Error removing key")
             typer.echo("Successfully removed key!")
+
+
+def _coverage_rows(resp: KeyResponse) -> list[list[str]]:
+    """One row per key, the widest coverage first: ``KEY  installed on N of M members``."""
+    items = sorted((resp.keys or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return [[k, f"installed on {n} of {resp.num_nodes} members"] for k, n in items]
+
+
+def _check_removal(resp: KeyResponse, key: str) -> None:
+    """Refuse to remove ``key`` unless another key is installed on every alive member."""
+    keys = resp.keys or {}
+    if not keys:
+        return  # no member has a keyring: the remove itself reports that, as Serf's does
+    everywhere = [
+        k for k, n in keys.items() if k != key and n >= resp.num_nodes and resp.num_err == 0
+    ]
+    if everywhere and resp.num_resp >= resp.num_nodes:
+        return
+    lines = [f"Refusing to remove {key}: no other key is installed on every alive member."]
+    if resp.num_resp < resp.num_nodes or resp.num_err:
+        answered = resp.num_resp - resp.num_err
+        lines.append(f"Only {answered} of {resp.num_nodes} members listed their keys.")
+    lines.extend(f"  {row[0]}  {row[1]}" for row in _coverage_rows(resp))
+    lines.append("Install and use a key everywhere first, or pass --force.")
+    echo_lines(lines)
+    fail(f"Error removing key: {key} may still be needed by some members")
 
 
 def _check(resp: KeyResponse, prefix: str) -> None:

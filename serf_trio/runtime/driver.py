@@ -57,10 +57,11 @@ names: ``member_join``, ``member_failed``, ``member_left``, ``member_update``, `
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -70,12 +71,14 @@ import trio
 from serf_trio.serf.config import SerfConfig
 from serf_trio.serf.coordinate import Coordinate
 from serf_trio.serf.effects import (
+    KeyringChanged,
     QueryUpdate,
     SerfEffect,
     SerfMemberEvent,
     SerfQueryEvent,
     SerfUserEvent,
 )
+from serf_trio.serf.internal import KeyReport, key_query
 from serf_trio.serf.members import SerfMember
 from serf_trio.serf.node import RestoredState, SerfError, SerfNode, SerfStats
 from serf_trio.serf.query import QueryParamsLike
@@ -96,6 +99,8 @@ from serf_trio.swim.api import (
 )
 from serf_trio.swim.config import SwimConfig
 from serf_trio.swim.node import Memberlist, SwimStats
+from serf_trio.wire.crypto import Envelope
+from serf_trio.wire.keyring import fingerprint
 
 from .transport import Datagram, Transport, TransportError, TransportStats
 
@@ -114,6 +119,9 @@ NodeEvent = (
 Core = Memberlist | SerfNode
 
 QUERY_BUFFER = 512  # records buffered per running query before acks/responses are dropped
+
+# Writes the keyring (primary first) somewhere durable; raises on failure.
+KeyringPersister = Callable[[tuple[bytes, ...]], Awaitable[None]]
 
 
 class JoinError(Exception):
@@ -327,9 +335,14 @@ class MembershipNode:
         serf: SerfConfig | None = None,
         tags: Mapping[str, str] | None = None,
         restored: RestoredState | None = None,
+        envelope: Envelope | None = None,
+        persist_keyring: KeyringPersister | None = None,
     ) -> None:
         self.config = config
         self.serf_config = serf
+        self.envelope = envelope
+        self._persist_keyring = persist_keyring
+        self._keyring_lock = trio.Lock()  # keyring writes land in the order of the changes
         # Read when ``run`` builds the Serf core (set them before ``run``).
         self.initial_tags: dict[str, str] = dict(tags or {})
         self.restored = restored
@@ -399,7 +412,13 @@ class MembershipNode:
     def _make_core(self, adv: Address, now: float) -> Core:
         if self.serf_config is None:
             return Memberlist(
-                self.config, self.name, adv, rng=self._rng, now=now, delegate=self._delegate
+                self.config,
+                self.name,
+                adv,
+                rng=self._rng,
+                now=now,
+                delegate=self._delegate,
+                sealer=self.envelope,
             )
         # The restored clocks are witnessed before the first packet can arrive: the transport
         # is bound but the driver, the only reader of its input, has not started yet.
@@ -412,6 +431,8 @@ class MembershipNode:
             now=now,
             tags=self.initial_tags,
             restored=self.restored,
+            envelope=self.envelope,
+            persist_keyring=self._persist_keyring is not None,
         )
 
     @property
@@ -487,6 +508,23 @@ class MembershipNode:
     async def force_leave(self, node: str, prune: bool = False) -> None:
         """Broadcast a leave intent for ``node``: failed -> left, ``prune`` erases it."""
         await self._serf_call(lambda c, now: (0, c.force_leave(now, node, prune)))
+
+    async def key_operation(self, op: str, key: bytes = b"") -> KeyReport:
+        """Run one keyring operation (install | use | remove | list) on every member, as
+        Serf's KeyManager does: an internal query with default parameters, one response per
+        node gathered until all ``NumMembers`` answered or the query times out."""
+        stream = await self.query(key_query(op, key))
+        serf = self.serf
+        report = KeyReport(num_nodes=serf.num_alive() if serf is not None else 0)
+        try:
+            async for upd in stream:
+                if upd.record_type == "response":
+                    report.add(upd.from_, upd.payload)
+                    if report.complete:
+                        break  # serf: return early once every node has answered
+        finally:
+            await stream.aclose()
+        return report
 
     def get_coordinate(self, name: str) -> Coordinate | None:
         core = self._core
@@ -703,8 +741,34 @@ class MembershipNode:
                         del self._queries[eff.query_id]
                     stream._offer(eff)
                 continue
+            elif isinstance(eff, KeyringChanged):
+                self._log.info(
+                    "keyring_changed",
+                    op=eff.op,
+                    keys=len(eff.keys),
+                    primary=fingerprint(eff.keys[0]) if eff.keys else "",
+                )
+                if eff.token is not None:
+                    streams.start_soon(self._save_keyring, eff.keys, eff.token)
+                continue
             self._report(eff)
             self._publish(eff)
+
+    async def _save_keyring(self, keys: tuple[bytes, ...], token: int) -> None:
+        """Persist a changed keyring, then let the core answer the key query that changed it
+        (with the write's error, as Serf does)."""
+        persist = self._persist_keyring
+        error = ""
+        async with self._keyring_lock:
+            try:
+                if persist is not None:
+                    await persist(keys)
+            except Exception as exc:  # any failure to write is reported, never fatal
+                error = f"Failed to write keyring file: {exc}"
+                self._log.error("keyring_write_failed", error=str(exc))
+        # When stopping, the query's originator counts us as not answering.
+        with contextlib.suppress(NotRunningError, trio.ClosedResourceError):
+            await self._serf_call(lambda c, now: (0, c.key_persisted(now, token, error)))
 
     def _report(self, eff: NodeEvent) -> None:
         log = self._log

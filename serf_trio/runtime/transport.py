@@ -7,9 +7,10 @@ per connection, then close). This module owns
 * ``Transport``: the abstract interface the driver talks to, so that the in-memory network
   (``serf_trio.testing.memnet``) can replace real sockets in tests;
 * ``UdpTcpTransport``: the real implementation on trio sockets (IPv4 and IPv6);
-* ``WireCrypto`` / ``PlaintextCrypto``: THE KEYRING HOOK.  Every byte that crosses the socket
-  boundary goes through a ``WireCrypto``; today only the plaintext pass-through exists, and the
-  keyring (a later issue) plugs in here without touching the driver or the core;
+* ``WireCrypto`` / ``PlaintextCrypto``: the encryption seam.  Every byte that crosses the
+  socket boundary goes through a ``WireCrypto``: ``PlaintextCrypto`` passes it through,
+  ``runtime.crypto.EnvelopeCrypto`` seals and opens it with the node's keyring (it counts and
+  logs what it refuses, so the transport only counts the drop);
 * ``request_stream`` / ``read_stream_message``: one outbound or inbound stream exchange, framed
   with ``serf_trio.wire.stream.StreamParser`` so we never guess how many bytes to read.
 
@@ -33,7 +34,8 @@ import structlog
 import trio
 
 from serf_trio.swim.api import Address
-from serf_trio.wire.codec import DecodeError
+from serf_trio.wire.codec import DecodeError, FramingError
+from serf_trio.wire.crypto import CryptoError
 from serf_trio.wire.messages import Err, MessageType
 from serf_trio.wire.stream import StreamParser, encode_stream_message
 
@@ -112,17 +114,20 @@ class StreamReader(Protocol):
 
 
 class WireCrypto(Protocol):
-    """Where a keyring encrypts and decrypts (memberlist security.go); plaintext only today."""
+    """Where a keyring encrypts and decrypts (memberlist security.go, ``wire.crypto``)."""
 
     def seal_packet(self, data: bytes) -> bytes: ...
 
-    def open_packet(self, data: bytes) -> bytes:
-        """Plaintext of a received datagram; ``DecodeError`` to drop it."""
+    def open_packet(self, data: bytes, src: Address) -> bytes:
+        """Plaintext of a datagram from ``src``; ``DecodeError`` to drop it (the crypto has
+        already logged why)."""
         ...
 
     def seal_stream(self, data: bytes) -> bytes: ...
 
-    def stream_reader(self) -> StreamReader: ...
+    def stream_reader(self, peer: str) -> StreamReader:
+        """A reader for one stream message from ``peer`` (``host:port``, for log lines)."""
+        ...
 
 
 class _PlainStreamReader:
@@ -145,13 +150,13 @@ class PlaintextCrypto:
     def seal_packet(self, data: bytes) -> bytes:
         return data
 
-    def open_packet(self, data: bytes) -> bytes:
+    def open_packet(self, data: bytes, src: Address) -> bytes:
         return data
 
     def seal_stream(self, data: bytes) -> bytes:
         return data
 
-    def stream_reader(self) -> StreamReader:
+    def stream_reader(self, peer: str) -> StreamReader:
         return _PlainStreamReader()
 
 
@@ -210,11 +215,23 @@ async def read_stream_message(stream: trio.abc.ReceiveStream, reader: StreamRead
             return msg
 
 
-def _error_reply(exc: DecodeError, first_byte: int | None, crypto: WireCrypto) -> bytes | None:
-    """memberlist answers first-stage read failures with an err message (net.go handleConn)."""
-    if first_byte in (MessageType.ENCRYPT, MessageType.COMPRESS):
+def stream_error_reply(
+    exc: DecodeError, first_byte: int | None, crypto: WireCrypto
+) -> bytes | None:
+    """memberlist answers first-stage read failures (decryption, decompression, an encrypted
+    stream without a keyring, plaintext with one) with an err message (net.go handleConn)."""
+    if isinstance(exc, FramingError) or first_byte in (MessageType.ENCRYPT, MessageType.COMPRESS):
         return crypto.seal_stream(encode_stream_message(Err(str(exc)), compress=True))
     return None
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2] if sock is not None else ("?", 0)
+    except OSError:
+        return "?"
+    return str(Address(host, port))
 
 
 async def serve_stream_connection(
@@ -243,11 +260,13 @@ async def serve_stream_connection(
     async with stream:
         with trio.move_on_after(time_limit) as scope:
             try:
-                request = await read_stream_message(stream, _FirstByte(crypto.stream_reader()))
+                reader = _FirstByte(crypto.stream_reader(_peer_name(stream)))
+                request = await read_stream_message(stream, reader)
             except DecodeError as exc:
                 counters.stream_errors += 1
-                log.warning("stream_rejected", reason=str(exc))
-                reply = _error_reply(exc, first[0] if first else None, crypto)
+                if not isinstance(exc, CryptoError):  # the crypto reports its own refusals
+                    log.warning("stream_rejected", reason=str(exc))
+                reply = stream_error_reply(exc, first[0] if first else None, crypto)
                 if reply is not None:
                     await _send_quietly(stream, reply)
                 return
@@ -280,7 +299,7 @@ async def request_stream(
                 await stream.send_all(crypto.seal_stream(data))
                 if not expect_reply:
                     return b""
-                return await read_stream_message(stream, crypto.stream_reader())
+                return await read_stream_message(stream, crypto.stream_reader(str(addr)))
         except DecodeError as exc:
             raise TransportError(f"bad reply from {addr}: {exc}") from exc
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -393,10 +412,9 @@ class UdpTcpTransport:
                 c.packets_dropped_bad += 1  # memberlist ignores 0-byte datagrams
                 continue
             try:
-                plain = self.crypto.open_packet(data)
-            except DecodeError as exc:
-                c.packets_dropped_bad += 1
-                self._log.warning("packet_dropped", reason=str(exc), src=f"{src[0]}:{src[1]}")
+                plain = self.crypto.open_packet(data, Address(src[0], src[1]))
+            except DecodeError:
+                c.packets_dropped_bad += 1  # logged (rate-limited) by the crypto
                 continue
             c.packets_in += 1
             try:

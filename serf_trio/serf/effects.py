@@ -63,4 +63,18 @@ class QueryUpdate:
     payload: bytes = b""
 
 
-SerfEffect = Effect | SerfMemberEvent | SerfUserEvent | SerfQueryEvent | QueryUpdate
+@dataclass(frozen=True, slots=True)
+class KeyringChanged:
+    """A key query changed this node's keyring (``op``: install | use | remove); ``keys`` is
+    the new keyring, primary first.  When ``token`` is set the core waits to answer the query
+    until the driver has persisted the keyring and called ``SerfNode.key_persisted(token,
+    error)`` (Serf writes its keyring file before it answers, and reports a failed write)."""
+
+    op: str
+    keys: tuple[bytes, ...]
+    token: int | None = None
+
+
+SerfEffect = (
+    Effect | SerfMemberEvent | SerfUserEvent | SerfQueryEvent | QueryUpdate | KeyringChanged
+)

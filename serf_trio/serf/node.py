@@ -51,14 +51,32 @@ from ..wire.messages import DEFAULT_VSN
 from .config import SerfConfig
 from .coordinate import Coordinate, VivaldiClient, decode_ping_payload, encode_ping_payload
 from .delegate import SerfDelegate
-from .effects import QueryUpdate, SerfEffect, SerfMemberEvent, SerfQueryEvent, SerfUserEvent
+from .effects import (
+    KeyringChanged,
+    QueryUpdate,
+    SerfEffect,
+    SerfMemberEvent,
+    SerfQueryEvent,
+    SerfUserEvent,
+)
 from .events import EventBuffer
-from .internal import CONFLICT, conflict_outcome, internal_response, is_internal
+from .internal import (
+    CONFLICT,
+    KEY_QUERIES,
+    LIST_KEYS,
+    NodeEnvelope,
+    answer_key_query,
+    conflict_outcome,
+    fit_key_list,
+    internal_response,
+    is_internal,
+)
 from .lamport import LamportClock
 from .members import STATUS_CODES, MemberState, RecentIntents, SerfMember
 from .messages import (
     QUERY_FLAG_ACK,
     Join,
+    KeyResponse,
     Leave,
     MemberRecord,
     NodeFilter,
@@ -71,6 +89,7 @@ from .messages import (
     decode,
     encode,
     encode_filter,
+    encode_key_response,
 )
 from .query import (
     IncomingQuery,
@@ -152,8 +171,16 @@ class SerfNode:
         tags: dict[str, str] | None = None,
         vsn: bytes = DEFAULT_VSN,
         restored: RestoredState | None = None,
+        envelope: NodeEnvelope | None = None,
+        persist_keyring: bool = False,
     ) -> None:
+        """``envelope`` is the node's keyring and sealing overhead (``wire.crypto.Envelope``;
+        ``None``: no encryption).  With ``persist_keyring`` a key query that changes the
+        keyring is answered only after the driver's ``key_persisted`` (see ``KeyringChanged``).
+        """
         self.config = serf_config
+        self._envelope = envelope
+        self._persist_keyring = persist_keyring
         self.swim_config = swim_config
         self.name = name
         self.addr = addr
@@ -200,7 +227,14 @@ class SerfNode:
         self._next_reap = now + serf_config.reap_interval
         self._next_reconnect = now + serf_config.reconnect_interval
         self._ml = Memberlist(
-            swim_config, name, addr, rng=rng, now=now, delegate=SerfDelegate(self), vsn=vsn
+            swim_config,
+            name,
+            addr,
+            rng=rng,
+            now=now,
+            delegate=SerfDelegate(self),
+            vsn=vsn,
+            sealer=envelope,
         )
         # memberlist reports no join for the local node: Serf adds itself (statusLTime 0
         # until its first join intent, as in the captures).
@@ -878,23 +912,78 @@ class SerfNode:
             ack = QueryResponse(q.ltime, q.id, self.name, QUERY_FLAG_ACK, b"")
             self._send_response(dest, q.source_node, q.relay_factor, ack, encode(ack))
         deadline = now + q.timeout_ns / NS
+        if q.name in KEY_QUERIES:
+            self._answer_key_query(now, q, dest, deadline)
+            return rebroadcast
         if is_internal(q.name):
             payload = internal_response(q.name, q.payload, self.name, self._member_record)
             if payload is not None and now <= deadline:
-                resp = QueryResponse(q.ltime, q.id, self.name, 0, payload)
-                raw = encode(resp)
-                if len(raw) <= self.config.query_response_size_limit:
-                    self._send_response(dest, q.source_node, q.relay_factor, resp, raw)
+                self._send_internal_response(q, dest, payload)
             return rebroadcast
+        token = self._register_incoming(q, dest, deadline)
+        self._pending.append(
+            SerfQueryEvent(q.name, q.payload, q.ltime, token, deadline, q.source_node)
+        )
+        return rebroadcast
+
+    def _register_incoming(self, q: Query, dest: Address, deadline: float) -> int:
+        """Remember a delivered query until its deadline; its token answers it (``respond``)."""
         self._tokens += 1
         token = self._tokens
         self._incoming[token] = IncomingQuery(
             token, q.name, q.ltime, q.id, dest, q.source_node, q.relay_factor, deadline
         )
-        self._pending.append(
-            SerfQueryEvent(q.name, q.payload, q.ltime, token, deadline, q.source_node)
-        )
-        return rebroadcast
+        return token
+
+    def _send_internal_response(self, q: Query, dest: Address, payload: bytes) -> None:
+        resp = QueryResponse(q.ltime, q.id, self.name, 0, payload)
+        raw = encode(resp)
+        if len(raw) <= self.config.query_response_size_limit:
+            self._send_response(dest, q.source_node, q.relay_factor, resp, raw)
+
+    def _answer_key_query(self, now: float, q: Query, dest: Address, deadline: float) -> None:
+        """SERF.md 8.6: apply a key query to our keyring and answer from it."""
+        answer = answer_key_query(q.name, q.payload, self._envelope)
+        if answer.changed:
+            keyring = self._envelope.keyring if self._envelope is not None else None
+            keys = keyring.keys if keyring is not None else ()
+            op = KEY_QUERIES[q.name]
+            if self._persist_keyring:
+                # Serf writes the keyring file before it answers: wait for key_persisted.
+                token = self._register_incoming(q, dest, deadline)
+                self._pending.append(KeyringChanged(op, keys, token))
+                return
+            self._pending.append(KeyringChanged(op, keys))
+        if now > deadline:
+            return
+        if q.name == LIST_KEYS:
+            limit = self.config.query_response_size_limit
+
+            def fits(payload: bytes) -> bool:
+                return len(encode(QueryResponse(q.ltime, q.id, self.name, 0, payload))) <= limit
+
+            payload = fit_key_list(answer.response, fits)
+            if payload is None:
+                self._violation("list-keys: no response fits the response size limit")
+                return
+        else:
+            payload = encode_key_response(answer.response)
+        self._send_internal_response(q, dest, payload)
+
+    def key_persisted(self, now: float, token: int, error: str = "") -> list[SerfEffect]:
+        """The driver has written the keyring after ``KeyringChanged(token=...)``: answer the
+        key query (``Result`` false with ``error`` if the write failed, as Serf does)."""
+        q = self._incoming.pop(token, None)
+        if q is None or now > q.deadline:
+            return []
+        payload = encode_key_response(KeyResponse(not error, error))
+        resp = QueryResponse(q.ltime, q.id, self.name, 0, payload)
+
+        def call() -> list[Effect]:
+            self._send_response(q.dest, q.source_node, q.relay_factor, resp, encode(resp))
+            return []
+
+        return self._run(now, call)
 
     def _member_record(self, name: str) -> MemberRecord | None:
         """The member we know by ``name`` as serf's ``Member`` (conflict responses)."""

@@ -17,7 +17,9 @@ Driver obligations:
   back the bytes it returns (if not ``None``), then close.
 
 Wire bytes handed across this boundary are *plaintext* memberlist packets / stream messages;
-encryption, when configured, is the driver's job (``wire`` provides it).
+encryption, when configured, is the driver's job (``wire.crypto.Envelope`` provides it).  The
+core only needs to know how many bytes sealing adds to a packet (``PacketOverhead``), so that
+its packet budget shrinks by that much, as memberlist's does by encryptOverhead.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class PacketOverhead(Protocol):
+    """Whatever seals packets on their way out (``wire.crypto.Envelope``): the bytes it adds
+    to each one, read at every send so a key or cipher change applies at once."""
+
+    @property
+    def overhead(self) -> int: ...
 
 
 @functools.lru_cache(maxsize=65536)

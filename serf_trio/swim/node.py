@@ -86,6 +86,7 @@ from .api import (
     Notice,
     NullDelegate,
     OpenStream,
+    PacketOverhead,
     SendPacket,
     State,
     Violation,
@@ -191,8 +192,11 @@ class Memberlist:
         now: float,
         delegate: Delegate | None = None,
         vsn: bytes = DEFAULT_VSN,
+        sealer: PacketOverhead | None = None,
     ) -> None:
         self.config = config
+        # memberlist sendMsg/gossip: the packet budget shrinks by the encryption overhead.
+        self._sealer = sealer
         self.name = name
         self.addr = addr
         self.vsn = vsn
@@ -353,10 +357,15 @@ class Memberlist:
     def _send_raw(self, addr: Address, parts: list[bytes], *, crc: bool) -> None:
         self._out.append(self._packet(addr, parts, crc=crc))
 
+    def _udp_budget(self) -> int:
+        """Bytes a packet may have before sealing (memberlist: UDPBufferSize - encryptOverhead)."""
+        sealer = self._sealer
+        return self.config.udp_buffer_size - (sealer.overhead if sealer is not None else 0)
+
     def _send_msg(self, addr: Address, msg: Message) -> None:
         """memberlist ``sendMsg``: one message plus piggy-backed broadcasts, no CRC."""
         raw = encode_message(msg)
-        avail = self.config.udp_buffer_size - len(raw) - COMPOUND_HEADER_OVERHEAD
+        avail = self._udp_budget() - len(raw) - COMPOUND_HEADER_OVERHEAD
         extra = self._get_broadcasts(COMPOUND_PART_OVERHEAD, avail, MAX_COMPOUND_PARTS - 1)
         self._send_raw(addr, [raw, *extra], crc=False)
 
@@ -544,7 +553,7 @@ class Memberlist:
             return r.state is State.DEAD and now - r.state_change <= gttd
 
         peers = self._members.sample(self.config.gossip_nodes, wanted, expected=self.num_alive())
-        avail = self.config.udp_buffer_size - COMPOUND_HEADER_OVERHEAD
+        avail = self._udp_budget() - COMPOUND_HEADER_OVERHEAD
         for peer in peers:
             msgs = self._get_broadcasts(COMPOUND_PART_OVERHEAD, avail, MAX_COMPOUND_PARTS)
             if not msgs:

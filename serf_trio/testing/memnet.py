@@ -14,6 +14,11 @@ real listener does), and waits for the reply's arrival time; all under the calle
 A node whose ``serve`` has ended (crashed or stopped) is unregistered: its datagrams vanish and
 connects to it are refused.
 
+Encryption: each transport takes a ``WireCrypto`` (``runtime.crypto.EnvelopeCrypto`` for an
+encrypted node).  Datagrams and stream messages travel sealed by the sender's and are opened
+by the receiver's, with the real transport's rules (a refused stream is answered with
+memberlist's ``err``), so protocol tests can mix keys and ciphers.
+
 Usage::
 
     async with trio.open_nursery() as nursery:
@@ -32,13 +37,17 @@ from dataclasses import dataclass
 import trio
 
 from serf_trio.runtime.transport import (
+    PLAINTEXT,
     Datagram,
     StreamHandler,
     TransportCounters,
     TransportError,
     TransportStats,
+    WireCrypto,
+    stream_error_reply,
 )
 from serf_trio.swim.api import Address
+from serf_trio.wire.codec import DecodeError
 
 from .netmodel import NetModel
 
@@ -49,6 +58,7 @@ class _Endpoint:
     on_stream: StreamHandler
     stream_timeout: float
     counters: TransportCounters
+    crypto: WireCrypto
 
 
 class MemoryNetwork:
@@ -62,9 +72,11 @@ class MemoryNetwork:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
 
-    def transport(self, addr: Address, *, stream_timeout: float = 10.0) -> MemoryTransport:
+    def transport(
+        self, addr: Address, *, stream_timeout: float = 10.0, crypto: WireCrypto = PLAINTEXT
+    ) -> MemoryTransport:
         """A transport bound to ``addr`` (e.g. ``127.0.0.X:7946``) on this network."""
-        return MemoryTransport(self, addr, stream_timeout)
+        return MemoryTransport(self, addr, stream_timeout, crypto)
 
     def crash(self, addr: Address) -> None:
         """Make ``addr`` unreachable at once (its task may still be running)."""
@@ -92,6 +104,11 @@ class MemoryNetwork:
                 if ep is None:
                     continue
                 try:
+                    dgram = Datagram(dgram.src, ep.crypto.open_packet(dgram.data, dgram.src))
+                except DecodeError:
+                    ep.counters.packets_dropped_bad += 1
+                    continue
+                try:
                     ep.packets.send_nowait(dgram)
                     ep.counters.packets_in += 1
                 except trio.WouldBlock:
@@ -116,15 +133,24 @@ class MemoryNetwork:
             heapq.heappush(self._heap, (at, next(self._seq), dst, Datagram(src, data)))
         self._wake.set()
 
-    def _spawn_handler(self, ep: _Endpoint, data: bytes, reply: _Slot) -> None:
+    def _spawn_handler(self, ep: _Endpoint, src: Address, data: bytes, reply: _Slot) -> None:
         if self._nursery is None:
             raise RuntimeError("MemoryNetwork.run is not running")
-        self._nursery.start_soon(self._handle, ep, data, reply)
+        self._nursery.start_soon(self._handle, ep, src, data, reply)
 
-    async def _handle(self, ep: _Endpoint, data: bytes, reply: _Slot) -> None:
+    async def _handle(self, ep: _Endpoint, src: Address, data: bytes, reply: _Slot) -> None:
         ep.counters.streams_in += 1
+        try:
+            request = ep.crypto.stream_reader(str(src)).feed(data)
+            if request is None:
+                raise DecodeError("stream: connection closed mid-message")
+        except DecodeError as exc:
+            ep.counters.stream_errors += 1
+            reply.set(stream_error_reply(exc, data[0] if data else None, ep.crypto))
+            return
         with trio.move_on_after(ep.stream_timeout):
-            reply.set(await ep.on_stream(data))
+            answer = await ep.on_stream(request)
+            reply.set(ep.crypto.seal_stream(answer) if answer is not None else None)
             return
         ep.counters.stream_errors += 1
         reply.set(None)
@@ -143,10 +169,17 @@ class _Slot:
 class MemoryTransport:
     """One node's endpoint on a ``MemoryNetwork``."""
 
-    def __init__(self, net: MemoryNetwork, addr: Address, stream_timeout: float) -> None:
+    def __init__(
+        self,
+        net: MemoryNetwork,
+        addr: Address,
+        stream_timeout: float,
+        crypto: WireCrypto = PLAINTEXT,
+    ) -> None:
         self.net = net
         self.addr = addr
         self.stream_timeout = stream_timeout
+        self.crypto = crypto
         self._counters = TransportCounters()
 
     def statistics(self) -> TransportStats:
@@ -159,7 +192,7 @@ class MemoryTransport:
         *,
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        ep = _Endpoint(packets, on_stream, self.stream_timeout, self._counters)
+        ep = _Endpoint(packets, on_stream, self.stream_timeout, self._counters, self.crypto)
         self.net._register(self.addr, ep)
         try:
             async with packets:
@@ -170,7 +203,7 @@ class MemoryTransport:
 
     async def send_packet(self, addr: Address, data: bytes) -> None:
         self._counters.packets_out += 1
-        self.net._send(self.addr, addr, data)
+        self.net._send(self.addr, addr, self.crypto.seal_packet(data))
         await trio.lowlevel.checkpoint()
 
     async def request(
@@ -190,7 +223,7 @@ class MemoryTransport:
                 self._counters.stream_errors += 1
                 raise TransportError(f"stream to {addr} failed: connection refused")
             slot = _Slot()
-            self.net._spawn_handler(ep, data, slot)
+            self.net._spawn_handler(ep, self.addr, self.crypto.seal_stream(data), slot)
             if not expect_reply:
                 return b""
             await slot.event.wait()
@@ -199,6 +232,14 @@ class MemoryTransport:
                 raise TransportError(f"stream to {addr}: closed without a reply")
             arrive = model.stream_reply(trio.current_time(), addr, self.addr)
             await trio.sleep_until(math.inf if arrive is None else arrive)
-            return slot.value
+            try:
+                reply = self.crypto.stream_reader(str(addr)).feed(slot.value)
+            except DecodeError as exc:
+                self._counters.stream_errors += 1
+                raise TransportError(f"bad reply from {addr}: {exc}") from exc
+            if reply is None:
+                self._counters.stream_errors += 1
+                raise TransportError(f"bad reply from {addr}: incomplete message")
+            return reply
         self._counters.stream_errors += 1
         raise TransportError(f"stream to {addr} timed out after {time_limit}s")

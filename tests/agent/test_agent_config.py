@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serf_trio.agent.config import (
-    ENCRYPTION_REFUSED,
+    KEY_AND_KEYRING,
     ConfigError,
     load,
     parse_duration,
@@ -167,8 +167,10 @@ def one_line_error(argv: list[str]) -> str:
         ({"profile": "moon"}, "profile", "lan, wan, local"),
         ({"log_level": "loud"}, "log_level", "unknown log level"),
         ({"log_format": "xml"}, "log_format", "json"),
-        ({"encrypt_key": "abc"}, "encrypt_key", ENCRYPTION_REFUSED),
-        ({"keyring_file": "/k"}, "keyring_file", ENCRYPTION_REFUSED),
+        ({"encrypt_key": "abc"}, "encrypt_key", "illegal base64"),
+        ({"encrypt_key": "a2V5"}, "encrypt_key", "16, 24 or 32 bytes"),
+        ({"encrypt_algorithm": "rot13"}, "encrypt_algorithm", "secretbox or aes-gcm"),
+        ({"encrypt_verify_incoming": "no"}, "encrypt_verify_incoming", "true or false"),
         ({"user_event_size_limit": 10000}, "user_event_size_limit", "between"),
     ],
 )
@@ -218,8 +220,10 @@ def test_bad_file_in_dir_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--encrypt", "a2V5"], ENCRYPTION_REFUSED),
-        (["--keyring-file", "/k"], ENCRYPTION_REFUSED),
+        (["--encrypt", "a2V5"], "--encrypt"),
+        (["--encrypt", "not base64!"], "illegal base64"),
+        (["--encrypt-algorithm", "rot13"], "--encrypt-algorithm"),
+        (["--encrypt-verify-incoming", "maybe"], "--encrypt-verify-incoming"),
         (["--bind", "nowhere"], "--bind"),
         (["--tag", "novalue"], "--tag"),
         (["--event-handler", "member-joyn=./x"], "--event-handler"),
@@ -264,3 +268,64 @@ def test_join_address_forms() -> None:
     assert parse_join_address("127.0.0.1") == Address("127.0.0.1", 7946)
     assert parse_join_address("n1/127.0.0.1:9000") == Address("127.0.0.1", 9000)
     assert parse_join_address("[::1]:9000") == Address("::1", 9000)
+
+
+K32 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31
+K16 = "EBESExQVFhcYGRobHB0eHw=="  # bytes 16..31
+
+
+def test_encryption_settings_load(tmp_path: Path) -> None:
+    loaded = load(["--encrypt", K32], hostname="h")
+    assert loaded.keys == (bytes(range(32)),)
+    cfg = loaded.config
+    assert cfg.encrypt_algorithm == "secretbox"
+    assert cfg.encrypt_verify_incoming and cfg.encrypt_verify_outgoing
+    assert K32 not in repr(loaded)  # key material never shows in a repr
+    loaded = load(
+        ["--encrypt", K16, "--encrypt-algorithm", "aes-gcm", "--encrypt-verify-incoming=false"],
+        hostname="h",
+    )
+    assert loaded.keys == (bytes(range(16, 32)),)
+    assert loaded.config.encrypt_algorithm == "aes-gcm"
+    assert loaded.config.encrypt_verify_incoming is False
+    assert load([], hostname="h").keys is None
+
+
+def test_secretbox_needs_a_32_byte_key() -> None:
+    text = one_line_error(["--encrypt", K16])
+    assert "'encrypt_key'" in text and "16 bytes" in text and "aes-gcm" in text
+
+
+def test_keyring_file_is_read_primary_first(tmp_path: Path) -> None:
+    path = write(tmp_path / "keyring.json", [K32, K16])
+    loaded = load(["--keyring-file", str(path)], hostname="h")
+    assert loaded.keys == (bytes(range(32)), bytes(range(16, 32)))
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "cannot read keyring file"),
+        ("{nope", "Failed to decode keyring file"),
+        ("[]", "Keyring file contains no keys"),
+        ('{"a": 1}', "JSON list of base64 keys"),
+        (f'["{K32}", "***"]', "key 2: illegal base64"),
+        ('["a2V5"]', "key 1 has 3 bytes"),
+        (f'["{K16}"]', "secretbox needs 32"),
+    ],
+)
+def test_keyring_file_errors_name_the_file(
+    tmp_path: Path, content: str | None, fragment: str
+) -> None:
+    path = tmp_path / "keyring.json"
+    if content is not None:
+        path.write_text(content)
+    text = one_line_error(["--keyring-file", str(path)])
+    assert str(path) in text and "keyring_file" in text and fragment in text
+    assert "\n" not in text
+
+
+def test_key_and_keyring_file_together_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "keyring.json", [K32])
+    text = one_line_error(["--keyring-file", str(path), "--encrypt", K32])
+    assert KEY_AND_KEYRING in text

@@ -198,11 +198,15 @@ def test_unknown_config_key_is_one_line_and_exit_1(
     assert "'bindd'" in str(rec["error"]) and str(conf) in str(rec["error"])
 
 
-def test_encryption_refused(tmp_path: Path, spawn: Callable[..., AgentProc]) -> None:
+def test_short_key_for_secretbox_is_one_line_exit_1(
+    tmp_path: Path, spawn: Callable[..., AgentProc]
+) -> None:
     ap = spawn("enc", "--encrypt=cg8StVXbQJ0gPvMd9o7yrg==")
     assert ap.proc.wait(timeout=WAIT) == 1
     (line,) = ap.err.read_text().splitlines()
-    assert "encryption is not supported yet" in json.loads(line)["error"]
+    error = json.loads(line)["error"]
+    assert "'encrypt_key'" in error and "secretbox needs 32" in error
+    assert "cg8StVXbQJ0gPvMd9o7yrg==" not in error  # never echo key material
 
 
 def test_three_agents_join_and_leave_over_rpc(

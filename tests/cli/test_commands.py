@@ -403,7 +403,10 @@ def test_keys_list_success(runner: CliRunner, fake: FakeClient) -> None:
     )
     code, out, _ = run(runner, "keys", "--list", *SOCK)
     assert code == 0
-    assert out.splitlines()[-2:] == ["QUFB  [2/2]", "QkJC  [1/2]"]
+    assert out.splitlines()[-2:] == [
+        "QUFB  installed on 2 of 2 members",
+        "QkJC  installed on 1 of 2 members",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -421,7 +424,43 @@ def test_key_operations(
     code, out, _ = run(runner, "keys", flag, "S0VZ", *SOCK)
     assert code == 0
     assert out.splitlines()[-1] == done
-    assert fake.calls == [(method, ("S0VZ",))]
+    # --remove lists first (its safety check); with no keyring anywhere it goes ahead.
+    listed = [("list_keys", ())] if flag == "--remove" else []
+    assert fake.calls == [*listed, (method, ("S0VZ",))]
+
+
+def test_keys_remove_refuses_when_no_other_key_is_everywhere(
+    runner: CliRunner, fake: FakeClient
+) -> None:
+    fake.key_response = KeyResponse(
+        keys={"QUFB": 3, "QkJC": 2}, messages={}, num_nodes=3, num_resp=3, num_err=0
+    )
+    code, out, err = run(runner, "keys", "--remove", "QUFB", *SOCK)
+    assert code == 1
+    assert "Refusing to remove QUFB" in out
+    assert "QkJC  installed on 2 of 3 members" in out
+    assert err == "Error removing key: QUFB may still be needed by some members\n"
+    assert fake.calls == [("list_keys", ())]
+    # Another key everywhere: allowed.
+    fake.calls.clear()
+    code, out, _ = run(runner, "keys", "--remove", "QkJC", *SOCK)
+    assert code == 0 and fake.calls == [("list_keys", ()), ("remove_key", ("QkJC",))]
+    # --force skips the check.
+    fake.calls.clear()
+    code, out, _ = run(runner, "keys", "--remove", "QUFB", "--force", *SOCK)
+    assert code == 0 and fake.calls == [("remove_key", ("QUFB",))]
+
+
+def test_keys_remove_refuses_when_a_member_did_not_answer(
+    runner: CliRunner, fake: FakeClient
+) -> None:
+    fake.key_response = KeyResponse(
+        keys={"QUFB": 2, "QkJC": 2}, messages={}, num_nodes=3, num_resp=2, num_err=0,
+        error="2/3 nodes reported success",
+    )
+    code, out, _ = run(runner, "keys", "--remove", "QUFB", *SOCK)
+    assert code == 1
+    assert "Only 2 of 3 members listed their keys." in out
 
 
 def test_keys_needs_exactly_one_operation(runner: CliRunner, fake: FakeClient) -> None:

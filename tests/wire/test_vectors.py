@@ -1,5 +1,6 @@
-"""Golden tests: every plaintext memberlist packet and stream captured from the real agent decodes
-without errors and re-encodes to exactly the bytes Go sent.
+"""Golden tests: every memberlist packet and stream captured from the real agent decodes without
+errors and re-encodes to exactly the bytes Go sent.  Encrypted records are opened with the key
+recorded in the capture's ``_meta`` first; their plaintext is then checked like any other.
 
 The captures (tests/data/vectors, see its README) come with an independent decoding of their
 framing (``decoded``); the tests rebuild each packet from that framing plus our decoded
@@ -19,6 +20,8 @@ import pytest
 
 from serf_trio.wire import lzw
 from serf_trio.wire.codec import DecodeError, encode_message, unpack_one
+from serf_trio.wire.crypto import Algorithm, Envelope
+from serf_trio.wire.keyring import Keyring, decode_key
 from serf_trio.wire.messages import Message, MessageType
 from serf_trio.wire.packet import (
     add_crc,
@@ -56,6 +59,32 @@ def _records(name: str) -> Iterator[dict[str, Any]]:
             rec = json.loads(line)
             if "_meta" not in rec:
                 yield rec
+
+
+@functools.cache
+def _envelope(name: str) -> Envelope | None:
+    """An aes-gcm envelope holding the keys the capture recorded (``None`` if it has none)."""
+    with (VECTORS / name).open() as fh:
+        meta = json.loads(fh.readline())["_meta"]
+    keys = [decode_key(k) for k in meta.get("keys_base64") or []]
+    return Envelope(Keyring(keys), Algorithm.AES_GCM) if keys else None
+
+
+def _open(name: str, rec: dict[str, Any], data: bytes) -> bytes:
+    """Decrypt one captured record and check it against the capture's own decryption."""
+    env = _envelope(name)
+    assert env is not None, name
+    enc = rec["decoded"]["encrypted"]
+    if rec["transport"] == "udp":
+        opened = env.open_packet(data)
+    else:
+        reader = env.stream_reader()
+        assert reader.feed(data) is not None
+        assert reader.opened is not None
+        opened = reader.opened
+    assert opened.data.hex() == enc["plaintext_hex"], (name, rec.get("frame"))
+    assert opened.key_index == enc["key_index"]
+    return opened.data
 
 
 def _type_no(node: dict[str, Any]) -> int:
@@ -103,9 +132,11 @@ def _go_shape(node: dict[str, Any]) -> tuple[bool, bool, int] | None:
 def check_udp(name: str, rec: dict[str, Any]) -> str:
     """Check one datagram; return what was checked ("skip-..." if not applicable)."""
     dec = rec["decoded"]
-    if "encrypted" in dec:
-        return "skip-encrypted"
     data = bytes.fromhex(rec["hex"])
+    if "encrypted" in dec:
+        plain = _open(name, rec, data)
+        kind = check_udp(name, {**rec, "hex": plain.hex(), "decoded": dec["inner"]})
+        return f"encrypted-{kind}"
     pkt = decode_packet(data)
     if dec.get("crc_ok") is False:
         assert pkt.errors == ["crc: checksum mismatch"] and not pkt.messages
@@ -154,7 +185,9 @@ def check_tcp(name: str, rec: dict[str, Any]) -> str:
             with pytest.raises(DecodeError, match=ENCRYPTED_BUT_NOT_CONFIGURED):
                 decode_stream_message(data)
             return "encrypted-refused"
-        return "skip-encrypted"
+        plain = _open(name, rec, data)
+        inner = {k: v for k, v in dec.items() if k != "encrypted"}
+        return "encrypted-" + check_tcp(name, {**rec, "hex": plain.hex(), "decoded": inner})
     compressed = "compressed" in dec
     msg = decode_stream_message(data)
     assert int(_MSG_TYPE[type(msg).__name__]) == _type_no(dec), (name, rec["tcp_stream"])
@@ -189,7 +222,7 @@ def _check_file(name: str) -> dict[str, int]:
 @pytest.mark.parametrize("name", FILES)
 def test_vectors_round_trip(name: str) -> None:
     kinds = _check_file(name)
-    assert kinds.get("packet", 0) + kinds.get("stream", 0) > 0
+    assert sum(n for k, n in kinds.items() if k.endswith(("packet", "stream"))) > 0
 
 
 def test_vector_totals() -> None:
@@ -207,7 +240,9 @@ EXPECTED_TOTALS = {
     "non-canonical": 3,
     "bad-crc": 1,
     "encrypted-refused": 1,
-    "skip-encrypted": 5,  # ciphertext (keyring tests live with the keyring)
+    # opened with the capture's key, then decoded and re-encoded byte for byte (06, 09, 12)
+    "encrypted-packet": 113,
+    "encrypted-stream": 3,
     "skip-empty": 13,  # refused TCP fallback pings
 }
 
@@ -219,9 +254,11 @@ def test_every_captured_lzw_buffer_reencodes() -> None:
         for rec in _records(name):
             if rec["transport"] not in ("udp", "tcp") or not rec.get("len"):
                 continue
-            if "encrypted" in rec["decoded"]:
-                continue
             data = bytes.fromhex(rec["hex"])
+            if "encrypted" in rec["decoded"]:
+                if "error" in rec["decoded"]["encrypted"]:
+                    continue
+                data = _open(name, rec, data)
             if data[0] == MessageType.HAS_CRC:
                 data = data[5:]
             if data[0] != MessageType.COMPRESS:
@@ -235,7 +272,7 @@ def test_every_captured_lzw_buffer_reencodes() -> None:
     assert n == EXPECTED_LZW_BUFFERS
 
 
-EXPECTED_LZW_BUFFERS = 49  # 22 UDP packets + 27 stream messages
+EXPECTED_LZW_BUFFERS = 60  # plaintext: 22 UDP packets + 27 streams; 11 more inside encryption
 
 
 def test_stream_error_reply_matches_go() -> None:
