@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: the loopback host and a port picker.
+"""What the benchmark scripts share: the loopback host, a port picker and a bounded poll.
 
 The scripts run as ``python bench/<name>.py``, so this module is imported as ``_common``.
 """
@@ -6,6 +6,8 @@ The scripts run as ``python bench/<name>.py``, so this module is imported as ``_
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Callable
 
 HOST = "127.0.0.1"
 
@@ -29,3 +31,13 @@ def free_port() -> int:
             _handed_out.add(port)
             return port
     raise RuntimeError("no free port")
+
+
+def wait_for(pred: Callable[[], bool], limit: float, step: float = 0.05) -> float | None:
+    """Seconds until ``pred()`` held, or None after ``limit``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None

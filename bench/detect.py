@@ -24,20 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from _common import HOST, free_port
-
-
-def wait_for(pred: Callable[[], bool], limit: float, step: float = 0.05) -> float | None:
-    """Seconds until ``pred()`` held, or None after ``limit``."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(step)
-    return None
+from _common import HOST, free_port, wait_for
 
 
 class Cluster:

@@ -733,7 +733,8 @@ class Agent:
         """Apply the reloadable encryption settings; the names of those that changed.
 
         Turning encryption on takes the configured keys; while it is on, the live keyring
-        (rotated by key queries, written to the keyring file) stays authoritative.  Each switch
+        (rotated by key queries, written to the keyring file) stays authoritative, and a
+        configured key it lacks is logged as ignored (``reload_keys_ignored``).  Each switch
         changes only what this node accepts or sends from the next packet on, which is what
         makes the plaintext -> encrypted procedure safe one node at a time (README).
         ``KeyringError`` (nothing changed) when the new cipher cannot send with the primary.
@@ -749,6 +750,22 @@ class Agent:
             probe = Envelope(None, algorithm)
             probe.check_primary(keyring.primary)
         changed: list[str] = []
+        old = self.config
+        if (
+            keyring is not None
+            and keyring is env.keyring
+            and keys
+            and (new.encrypt_key, new.keyring_file) != (old.encrypt_key, old.keyring_file)
+            and not set(keys) <= set(keyring.keys)
+        ):
+            # A changed encrypt_key (or keyring file) does not replace the live keyring: say so
+            # rather than leave the operator believing the new key is in use.
+            self._log.warning(
+                "reload_keys_ignored",
+                keys=len(keyring),
+                hint="while encryption is on the live keyring stays authoritative; rotate it "
+                "with `serf-trio keys --install/--use/--remove` (or restart the agent)",
+            )
         if (keyring is None) != (env.keyring is None):
             changed.append("encryption_on" if keyring is not None else "encryption_off")
             if keyring is not None and new.encrypt_verify_incoming:

@@ -8,7 +8,10 @@ policy around refusals (the envelope itself only says *why* it refused):
   ``malformed``, ``too_large``) and logged as ``packet_dropped`` / ``stream_rejected`` naming
   the source, at most once per cause and source host every ``log_interval`` seconds (the
   next line carries the number suppressed meanwhile), so a flood of foreign packets cannot
-  flood the log;
+  flood the log.  memberlist's first bytes 0 and 1 are both message types (ping, indirect
+  ping) and AES-GCM versions, so the envelope calls a plaintext ping "too small to decrypt"
+  (or undecryptable); a refused datagram that decodes whole as a memberlist packet is counted
+  and logged as ``plaintext``, which is what it is;
 * a node that sends secretbox and receives aes-gcm from a peer logs once per peer host that
   Serf agents cannot read secretbox and that ``encrypt_algorithm = "aes-gcm"`` is needed to
   join them (``peer_sends_aes_gcm``);
@@ -26,13 +29,15 @@ import structlog
 import trio
 
 from serf_trio.swim.api import Address
-from serf_trio.wire.crypto import Algorithm, CryptoError, Envelope, StreamFrameReader
+from serf_trio.wire.crypto import Algorithm, Cause, CryptoError, Envelope, StreamFrameReader
+from serf_trio.wire.packet import decode_packet
 
 from .transport import StreamReader
 
 AES_GCM_HINT = (
-    'Serf agents cannot read secretbox: set encrypt_algorithm = "aes-gcm" (--encrypt-algorithm '
-    "aes-gcm) on every serf-trio node to join them"
+    "this node sends secretbox and the peer sends aes-gcm; if the peer is a Serf agent it "
+    'cannot read secretbox: set encrypt_algorithm = "aes-gcm" (--encrypt-algorithm aes-gcm) '
+    "on every serf-trio node to join Serf agents (serf-trio peers read both ciphers)"
 )
 _MAX_TRACKED = 4096  # sources remembered for rate limiting / notices before starting over
 CAUSES = ("plaintext", "undecryptable", "malformed", "too_large")
@@ -90,7 +95,7 @@ class EnvelopeCrypto:
         try:
             opened = self.envelope.open_packet(data)
         except CryptoError as exc:
-            self._refused("packet_dropped", exc, src.host, str(src))
+            self._refused("packet_dropped", exc, src.host, str(src), _packet_cause(exc, data))
             raise
         self._count(opened.algorithm, src.host)
         return opened.data
@@ -131,13 +136,28 @@ class EnvelopeCrypto:
             self._aes_peers.add(host)
             self._log.warning("peer_sends_aes_gcm", peer=host, hint=AES_GCM_HINT)
 
-    def _refused(self, event: str, exc: CryptoError, host: str, src: str) -> None:
-        self.dropped[exc.cause] += 1
-        suppressed = self._limiter.allow((exc.cause, host))
+    def _refused(
+        self, event: str, exc: CryptoError, host: str, src: str, cause: Cause | None = None
+    ) -> None:
+        cause = cause or exc.cause
+        self.dropped[cause] += 1
+        suppressed = self._limiter.allow((cause, host))
         if suppressed is not None:
-            self._log.warning(
-                event, reason=exc.cause, detail=str(exc), src=src, suppressed=suppressed
-            )
+            detail = str(exc)
+            if cause != exc.cause:
+                detail = f"plaintext memberlist packet refused ({detail})"
+            self._log.warning(event, reason=cause, detail=detail, src=src, suppressed=suppressed)
+
+
+def _packet_cause(exc: CryptoError, data: bytes) -> Cause:
+    """Why a datagram was refused: the envelope's cause, except that a frame starting with 0 or
+    1 (an AES-GCM version, but also memberlist's ping and indirect-ping types) that decodes
+    whole as a plaintext memberlist packet was plaintext."""
+    if exc.cause in ("malformed", "undecryptable") and data[:1] in (b"\x00", b"\x01"):
+        decoded = decode_packet(data)
+        if decoded.messages and not decoded.errors:
+            return "plaintext"
+    return exc.cause
 
 
 class _CountingReader:

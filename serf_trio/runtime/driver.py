@@ -304,6 +304,10 @@ class NodeStats:
 
 
 _FAILED_STATES = {State.DEAD: "member_failed", State.LEFT: "member_left"}
+# Notice fields renamed in log lines: every line's "node" is the logging node (bound by the
+# agent and the runner), so a notice about another node names it "member", as the member
+# event lines do.
+_NOTICE_KEYS = {"node": "member"}
 
 
 class MembershipNode:
@@ -516,14 +520,24 @@ class MembershipNode:
         stream = await self.query(key_query(op, key))
         serf = self.serf
         report = KeyReport(num_nodes=serf.num_alive() if serf is not None else 0)
+        answered: set[str] = set()
         try:
             async for upd in stream:
                 if upd.record_type == "response":
+                    answered.add(upd.from_)
                     report.add(upd.from_, upd.payload)
                     if report.complete:
                         break  # serf: return early once every node has answered
         finally:
             await stream.aclose()
+        if not report.complete:
+            # Which keyrings may now differ: the members that never answered.
+            silent = sorted(
+                m.name
+                for m in self.members()
+                if m.state in (State.ALIVE, State.SUSPECT) and m.name not in answered
+            )
+            self._log.warning("key_query_incomplete", op=op, nodes=report.num_nodes, silent=silent)
         return report
 
     def get_coordinate(self, name: str) -> Coordinate | None:
@@ -794,7 +808,8 @@ class MembershipNode:
         elif isinstance(eff, SerfQueryEvent):
             log.debug("query_event", name=eff.name, ltime=eff.ltime, source=eff.source_node)
         elif isinstance(eff, Notice):
-            fields = {k: _loggable(v) for k, v in eff.fields.items()}
+            # A notice's "node" is the member it is about; the log's "node" is this node.
+            fields = {_NOTICE_KEYS.get(k, k): _loggable(v) for k, v in eff.fields.items()}
             if eff.event == "name_conflict_resolution" and eff.fields.get("won") is False:
                 log.error("name_conflict_lost", **fields)
                 self._stopped_by_core = "name_conflict"

@@ -131,14 +131,18 @@ def answer_key_query(name: str, payload: bytes, holder: KeyHolder | None) -> Key
 
 def fit_key_list(resp: KeyResponse, fits: Callable[[bytes], bool]) -> bytes | None:
     """The encoded list-keys response, its key list truncated until ``fits`` accepts it
-    (serf keyListResponseWithCorrectSize); ``None`` if not even an empty list fits."""
+    (serf keyListResponseWithCorrectSize); ``None`` if not even an empty list fits.
+
+    A response without a key list (``keys`` None: no keyring) keeps it absent, so ``Keys`` is
+    encoded as nil as Go encodes its nil slice, not as an empty array."""
     keys = resp.keys or ()
     total = len(keys)
     for n in range(total, -1, -1):
         message = resp.message
         if n < total:
             message = f"truncated key list response, showing first {n} of {total} keys"
-        raw = encode_key_response(KeyResponse(resp.result, message, keys[:n], resp.primary_key))
+        shown = keys[:n] if resp.keys is not None else None
+        raw = encode_key_response(KeyResponse(resp.result, message, shown, resp.primary_key))
         if fits(raw):
             return raw
     return None

@@ -12,7 +12,16 @@ what happened after ``feed``.  It plays the driver role of ``swim.api`` for ``Me
   push/pull), so the order of calls is a function of the seed only;
 * faults - ``down`` nodes get nothing and send nothing (UDP dropped, streams refused);
   ``udp_blackhole`` nodes get no UDP but still accept streams; ``udp_cut`` drops the UDP of
-  single ``(src, dst)`` pairs.
+  single ``(src, dst)`` pairs;
+* encryption - ``add(..., envelope=...)`` gives a node a ``wire.crypto.Envelope``: the core
+  gets it (its packet budget shrinks by the sealing overhead) and a ``WireSeal`` seals every
+  datagram and stream message the node sends and opens what it receives, with the real
+  transport's rules (see ``WireSeal``).  ``Pump.envelope(...)`` builds one whose nonces come
+  from the seed.  ``SerfPump.key_operation`` runs a keyring operation through the cluster
+  (Serf's KeyManager: a key query, its responses gathered into a ``KeyReport``); a
+  ``KeyringChanged`` effect waiting for persistence is answered at once through
+  ``SerfPump.keyring_writer``.  Nodes without an envelope exchange exactly the bytes their
+  cores produce, as before.
 
 Every effect lands in the node's ``Log``; effects the pump has no field for go to
 ``Log.other`` rather than vanishing.  Pure: no trio, no clock, randomness from ``seed``.
@@ -21,13 +30,20 @@ Every effect lands in the node's ``Log``; effects the pump has no field for go t
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..serf.config import SerfConfig
-from ..serf.effects import QueryUpdate, SerfMemberEvent, SerfQueryEvent, SerfUserEvent
+from ..serf.effects import (
+    KeyringChanged,
+    QueryUpdate,
+    SerfMemberEvent,
+    SerfQueryEvent,
+    SerfUserEvent,
+)
+from ..serf.internal import KeyReport, key_query
 from ..serf.node import SerfNode
 from ..swim.api import (
     Address,
@@ -44,6 +60,11 @@ from ..swim.api import (
 )
 from ..swim.config import SwimConfig
 from ..swim.node import Memberlist
+from ..wire.codec import DecodeError, FramingError
+from ..wire.crypto import Algorithm, CryptoError, Envelope, Opened
+from ..wire.keyring import Keyring
+from ..wire.messages import Err, MessageType
+from ..wire.stream import encode_stream_message
 
 TEST_CONFIG = SwimConfig(enable_compression=False)
 """Default memberlist config of ``SwimPump`` (compression off: the pure-Python LZW is slow)."""
@@ -54,6 +75,135 @@ SERF = SerfConfig()
 
 # Answers a query delivered at ``node``: the response payload, or None to stay silent.
 QueryHandler = Callable[[str, SerfQueryEvent], bytes | None]
+
+
+# Writes node ``name``'s changed keyring (primary first) somewhere durable and raises on
+# failure: the driver's keyring persister, synchronous (in the pure kit a write takes no time).
+KeyringWriter = Callable[[str, tuple[bytes, ...]], None]
+
+
+def keyring_write_error(writer: KeyringWriter | None, name: str, keys: tuple[bytes, ...]) -> str:
+    """Persist a ``KeyringChanged`` keyring with ``writer``: "" when written (or nothing to
+    write with), else Serf's answer for a failed write (serf internal_query.go, as
+    ``runtime.driver`` words it)."""
+    if writer is None:
+        return ""
+    try:
+        writer(name, keys)
+    except Exception as exc:  # any failure to write is reported in the answer, never fatal
+        return f"Failed to write keyring file: {exc}"
+    return ""
+
+
+def seeded_envelope(
+    rng: random.Random,
+    keys: Sequence[bytes] | None,
+    algorithm: Algorithm = Algorithm.SECRETBOX,
+    *,
+    verify_incoming: bool = True,
+    verify_outgoing: bool = True,
+) -> Envelope:
+    """An ``Envelope`` over ``Keyring(keys)`` (``None`` or no keys: encryption off) whose
+    nonces come from ``rng``, so a seeded run seals the same bytes every time."""
+    return Envelope(
+        Keyring(keys) if keys else None,
+        algorithm,
+        verify_incoming=verify_incoming,
+        verify_outgoing=verify_outgoing,
+        nonces=rng.randbytes,
+    )
+
+
+class WireSeal:
+    """One node's ``Envelope`` as the pure drivers apply it, with the real transport's rules
+    (``runtime.transport`` and ``runtime.crypto``):
+
+    * every datagram the node sends is sealed; one it receives that does not open is dropped
+      and counted by cause in ``dropped`` (the UDP reader's ``packets_dropped_bad``);
+    * a stream request that does not open never reaches the core: a framing failure (every
+      envelope refusal, a bad compress wrapper) is answered with memberlist's ``err`` message,
+      sealed by this node (memberlist net.go handleConn answers first-stage read failures;
+      rawSendMsgStream compresses per the local config, then encrypts), anything else closes
+      the stream without a reply;
+    * a stream reply that does not open fails the exchange (``request_stream``'s "bad reply");
+    * ``opened`` counts what was opened by cipher (``plaintext``: it arrived unsealed),
+      ``sent`` every datagram sent by cipher (``plaintext`` while not sealing), and
+      ``largest_packet`` is the size of the largest datagram sent, sealed.
+    """
+
+    __slots__ = ("compress", "dropped", "envelope", "largest_packet", "opened", "sent")
+
+    def __init__(self, envelope: Envelope, *, compress: bool) -> None:
+        self.envelope = envelope
+        self.compress = compress
+        self.dropped: Counter[str] = Counter()
+        self.opened: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
+        self.largest_packet = 0
+
+    def seal_packet(self, data: bytes) -> bytes:
+        env = self.envelope
+        sealed = env.seal_packet(data)
+        self.sent[env.algorithm.value if env.sealing else "plaintext"] += 1
+        if len(sealed) > self.largest_packet:
+            self.largest_packet = len(sealed)
+        return sealed
+
+    def open_packet(self, data: bytes) -> bytes | None:
+        """The plaintext of a received datagram, or ``None``: dropped (and counted)."""
+        try:
+            opened = self.envelope.open_packet(data)
+        except CryptoError as exc:
+            self.dropped[exc.cause] += 1
+            return None
+        self._count(opened)
+        return opened.data
+
+    def seal_stream(self, data: bytes) -> bytes:
+        return self.envelope.seal_stream(data)
+
+    def open_request(self, data: bytes) -> tuple[bytes | None, bytes | None]:
+        """An inbound stream's bytes -> ``(plaintext request, None)`` for the core, or
+        ``(None, reply)`` when refused: the sealed ``err`` to send back, or ``None`` to close
+        without one (``runtime.transport.stream_error_reply``)."""
+        reader = self.envelope.stream_reader()
+        try:
+            request = reader.feed(data)
+            if request is None:
+                raise DecodeError("stream: connection closed mid-message")
+        except DecodeError as exc:
+            if isinstance(exc, CryptoError):
+                self.dropped[exc.cause] += 1
+            first = data[0] if data else None
+            if isinstance(exc, FramingError) or first in (
+                MessageType.ENCRYPT,
+                MessageType.COMPRESS,
+            ):
+                err = encode_stream_message(Err(str(exc)), compress=self.compress)
+                return None, self.envelope.seal_stream(err)
+            return None, None
+        if reader.opened is not None:
+            self._count(reader.opened)
+        return request, None
+
+    def open_reply(self, data: bytes, peer: Address) -> tuple[bytes | None, str]:
+        """A stream reply's bytes -> ``(plaintext, "")``, or ``(None, error)`` for the core's
+        ``stream_result`` when it does not open (``runtime.transport.request_stream``)."""
+        reader = self.envelope.stream_reader()
+        try:
+            reply = reader.feed(data)
+        except DecodeError as exc:
+            if isinstance(exc, CryptoError):
+                self.dropped[exc.cause] += 1
+            return None, f"bad reply from {peer}: {exc}"
+        if reply is None:
+            return None, f"bad reply from {peer}: stream: connection closed mid-message"
+        if reader.opened is not None:
+            self._count(reader.opened)
+        return reply, ""
+
+    def _count(self, opened: Opened) -> None:
+        self.opened[opened.algorithm.value if opened.algorithm is not None else "plaintext"] += 1
 
 
 # The pump drives anything with the cores' shared driving API.
@@ -76,6 +226,7 @@ class Log:
     violations: list[Violation] = field(default_factory=list)
     joins: list[JoinDone] = field(default_factory=list)
     leaves: list[LeaveDone] = field(default_factory=list)
+    keyrings: list[KeyringChanged] = field(default_factory=list)
     other: list[object] = field(default_factory=list)
 
     def member_kinds(self, name: str) -> list[str]:
@@ -96,8 +247,11 @@ class Pump(Generic[CoreT]):
         self.udp_blackhole: set[str] = set()
         self.udp_cut: set[tuple[str, str]] = set()  # (src, dst) pairs whose UDP is lost
         self.periodic: dict[str, dict[str, float]] = {}
-        self.sent: list[tuple[str, SendPacket]] = []
+        self.sent: list[tuple[str, SendPacket]] = []  # as the cores emitted them (plaintext)
         self.notice_times: dict[str, list[tuple[float, Notice]]] = {}
+        self.seals: dict[str, WireSeal] = {}  # nodes with an envelope
+        self.wire: list[tuple[str, bytes]] = []  # their datagrams as sent (sealed)
+        self._nonces = random.Random(f"nonces/{seed}")  # apart from ``rng``: no stagger moves
         self._q: deque[tuple[str, object]] = deque()
 
     # -- nodes ----------------------------------------------------------------------------
@@ -105,7 +259,25 @@ class Pump(Generic[CoreT]):
     def _core_rng(self) -> random.Random:
         return random.Random(self.rng.random())
 
-    def _register(self, core: CoreT, config: SwimConfig) -> CoreT:
+    def envelope(
+        self,
+        keys: Sequence[bytes] | None,
+        algorithm: Algorithm = Algorithm.SECRETBOX,
+        *,
+        verify_incoming: bool = True,
+        verify_outgoing: bool = True,
+    ) -> Envelope:
+        """An envelope for ``add(..., envelope=)`` over ``keys`` (None: encryption off) with
+        nonces from the pump's seed."""
+        return seeded_envelope(
+            self._nonces,
+            keys,
+            algorithm,
+            verify_incoming=verify_incoming,
+            verify_outgoing=verify_outgoing,
+        )
+
+    def _register(self, core: CoreT, config: SwimConfig, envelope: Envelope | None) -> CoreT:
         """Book a freshly built core in and stagger its first rounds (seeded)."""
         name = core.name
         self.nodes[core.addr] = core
@@ -113,6 +285,10 @@ class Pump(Generic[CoreT]):
         self.logs[name] = Log()
         self.notice_times[name] = []
         self.down.discard(name)
+        if envelope is not None:
+            self.seals[name] = WireSeal(envelope, compress=config.enable_compression)
+        else:
+            self.seals.pop(name, None)
         self.periodic[name] = {
             "probe": self.now + self.rng.uniform(0, config.probe_interval),
             "gossip": self.now + self.rng.uniform(0, config.gossip_interval),
@@ -150,13 +326,24 @@ class Pump(Generic[CoreT]):
 
     def _packet(self, name: str, e: SendPacket) -> None:
         self.sent.append((name, e))
+        data = e.data
+        seal = self.seals.get(name)
+        if seal is not None:
+            data = seal.seal_packet(data)
+            self.wire.append((name, data))
         dst = self.nodes.get(e.addr)
         if dst is None or dst.name in self.down or dst.name in self.udp_blackhole:
             return
         if name in self.down or (name, dst.name) in self.udp_cut:
             return
+        opener = self.seals.get(dst.name)
+        if opener is not None:
+            opened = opener.open_packet(data)
+            if opened is None:
+                return  # the transport drops what its envelope refuses
+            data = opened
         src = self.by_name[name].addr
-        for out in dst.handle_packet(self.now, src, e.data):
+        for out in dst.handle_packet(self.now, src, data):
             self._q.append((dst.name, out))
 
     def _stream(self, name: str, e: OpenStream) -> None:
@@ -165,15 +352,35 @@ class Pump(Generic[CoreT]):
         if dst is None or dst.name in self.down or name in self.down:
             res = me.stream_result(self.now, e.stream_id, None, "connection refused")
         else:
-            reply, effs = dst.handle_stream(self.now, e.data)
-            for out in effs:
-                self._q.append((dst.name, out))
+            seal = self.seals.get(name)
+            reply = self._serve_stream(dst, e.data if seal is None else seal.seal_stream(e.data))
             if e.expect_reply and reply is None:
                 res = me.stream_result(self.now, e.stream_id, None, "EOF")
-            else:
+            elif seal is None:
                 res = me.stream_result(self.now, e.stream_id, reply or b"")
+            elif not e.expect_reply:
+                res = me.stream_result(self.now, e.stream_id, b"")  # nothing is read back
+            else:
+                opened, error = seal.open_reply(reply or b"", e.addr)
+                res = me.stream_result(self.now, e.stream_id, opened, error)
         for out in res:
             self._q.append((name, out))
+
+    def _serve_stream(self, dst: CoreT, data: bytes) -> bytes | None:
+        """``dst`` handles one inbound stream's bytes: its reply as written (sealed by its
+        envelope, if any), or ``None`` when it closes without one."""
+        opener = self.seals.get(dst.name)
+        if opener is not None:
+            request, refusal = opener.open_request(data)
+            if request is None:
+                return refusal
+            data = request
+        reply, effs = dst.handle_stream(self.now, data)
+        for out in effs:
+            self._q.append((dst.name, out))
+        if reply is not None and opener is not None:
+            reply = opener.seal_stream(reply)
+        return reply
 
     def _record(self, name: str, e: object) -> None:
         log = self.logs[name]
@@ -200,11 +407,17 @@ class Pump(Generic[CoreT]):
             log.joins.append(e)
         elif isinstance(e, LeaveDone):
             log.leaves.append(e)
+        elif isinstance(e, KeyringChanged):
+            log.keyrings.append(e)
+            self._on_keyring(name, e)
         else:
             log.other.append(e)
 
     def _on_query(self, name: str, e: SerfQueryEvent) -> None:
         """Hook: a query was delivered at ``name`` (``SerfPump`` may answer it)."""
+
+    def _on_keyring(self, name: str, e: KeyringChanged) -> None:
+        """Hook: a key query changed ``name``'s keyring (``SerfPump`` persists it)."""
 
     # -- time -----------------------------------------------------------------------------
 
@@ -262,8 +475,11 @@ class SwimPump(Pump[Memberlist]):
         *,
         config: SwimConfig | None = None,
         delegate: Delegate | None = None,
+        envelope: Envelope | None = None,
         **kw: Any,
     ) -> Memberlist:
+        """A memberlist core; with ``envelope`` its traffic is sealed and its packet budget
+        shrinks by the sealing overhead (memberlist encryptOverhead)."""
         addr = Address("127.0.0.1", 7000 + len(self.nodes))
         node = Memberlist(
             config or self.config,
@@ -272,9 +488,10 @@ class SwimPump(Pump[Memberlist]):
             rng=self._core_rng(),
             now=self.now,
             delegate=delegate if delegate is not None else NullDelegate(),
+            sealer=envelope,
             **kw,
         )
-        return self._register(node, node.config)
+        return self._register(node, node.config, envelope)
 
     def join(self, name: str, *seeds: str) -> int:
         node = self.by_name[name]
@@ -292,7 +509,10 @@ class SerfPump(Pump[SerfNode]):
 
     ``auto_respond[node] = payload`` makes ``node`` answer every query with ``payload``;
     ``query_handler(node, event)`` (consulted when the node has no ``auto_respond`` entry)
-    may answer with bytes or stay silent with None.
+    may answer with bytes or stay silent with None.  A node added with
+    ``persist_keyring=True`` answers key queries that changed its keyring only once
+    ``keyring_writer(node, keys)`` has returned (or failed: Serf's "Failed to write keyring
+    file" answer); without a writer the write always succeeds.
     """
 
     def __init__(self, seed: int = 1, swim: SwimConfig = SWIM, serf: SerfConfig = SERF) -> None:
@@ -301,6 +521,7 @@ class SerfPump(Pump[SerfNode]):
         self.serf = serf
         self.auto_respond: dict[str, bytes] = {}
         self.query_handler: QueryHandler | None = None
+        self.keyring_writer: KeyringWriter | None = None
         self._port = 7000
 
     def _swim_config(self, core: SerfNode) -> SwimConfig:
@@ -313,8 +534,11 @@ class SerfPump(Pump[SerfNode]):
         *,
         host: str = "127.0.0.1",
         port: int | None = None,
+        envelope: Envelope | None = None,
         **kw: Any,
     ) -> SerfNode:
+        """A Serf core; with ``envelope`` its traffic is sealed and it answers key queries
+        from the envelope's keyring."""
         if port is None:
             self._port += 1
             port = self._port
@@ -326,9 +550,10 @@ class SerfPump(Pump[SerfNode]):
             rng=self._core_rng(),
             now=self.now,
             tags=tags or {},
+            envelope=envelope,
             **kw,
         )
-        return self._register(node, node.swim_config)
+        return self._register(node, node.swim_config, envelope)
 
     def _on_query(self, name: str, e: SerfQueryEvent) -> None:
         if name in self.down:
@@ -340,11 +565,46 @@ class SerfPump(Pump[SerfNode]):
             for out in self.by_name[name].respond(self.now, e.token, payload):
                 self._q.append((name, out))
 
+    def _on_keyring(self, name: str, e: KeyringChanged) -> None:
+        if e.token is None or name in self.down:
+            return
+        error = keyring_write_error(self.keyring_writer, name, e.keys)
+        for out in self.by_name[name].key_persisted(self.now, e.token, error):
+            self._q.append((name, out))
+
     def join(self, name: str, *seeds: str, replay: bool = False) -> int:
         node = self.by_name[name]
         rid, effs = node.join(self.now, [self.by_name[s].addr for s in seeds], replay=replay)
         self.feed(name, effs)
         return rid
+
+    def key_operation(
+        self, name: str, op: str, key: bytes = b"", *, step: float = 0.05
+    ) -> KeyReport:
+        """``name`` runs one keyring operation (install | use | remove | list) through the
+        cluster as Serf's KeyManager does: the key query with default parameters, responses
+        gathered into a ``KeyReport`` over memberlist's NumMembers at the start, until every
+        node answered or the query's deadline passed.  Time advances by ``step``."""
+        node = self.by_name[name]
+        updates = self.logs[name].updates
+        seen = len(updates)
+        qid, effs = node.query(self.now, key_query(op, key))
+        report = KeyReport(num_nodes=node.num_alive())
+        self.feed(name, effs)
+        while True:
+            for up in updates[seen:]:
+                if up.query_id != qid:
+                    continue
+                if up.record_type == "done":
+                    return report
+                if up.record_type == "response":
+                    report.add(up.from_, up.payload)
+                    if report.complete:
+                        return report  # serf streamKeyResp: done once every node answered
+            seen = len(updates)
+            if name in self.down:
+                return report  # stopped: its collector will never close
+            self.run_for(step)
 
     def cluster(self, *names: str, tags: dict[str, dict[str, str]] | None = None) -> None:
         """Start ``names`` (tags ``{"role": name}`` unless given), all joining the first."""
@@ -363,10 +623,14 @@ __all__ = [
     "SERF",
     "SWIM",
     "TEST_CONFIG",
+    "KeyringWriter",
     "Log",
     "Pump",
     "PumpCore",
     "QueryHandler",
     "SerfPump",
     "SwimPump",
+    "WireSeal",
+    "keyring_write_error",
+    "seeded_envelope",
 ]

@@ -39,6 +39,18 @@ events, query deliveries and query progress, notices, violations and command res
 (``same seed => same trace``), and offers queries for assertions: views, convergence, the time
 at which every survivor saw a node dead, and false dead declarations.
 
+Encryption: ``add_node(..., envelope=...)`` gives a node a ``wire.crypto.Envelope`` (build
+one with ``Simulator.envelope``: its nonces come from the seed).  The core gets it (its packet
+budget shrinks by the sealing overhead; a Serf core answers key queries from its keyring) and a
+``pump.WireSeal`` seals every datagram and stream message the node sends and opens what it
+receives, with the real transport's rules: a datagram that does not open is dropped and
+counted, a stream request that does not open is answered with memberlist's ``err`` (or closed),
+a reply that does not open fails the exchange.  The envelope survives ``restart`` (an agent
+reloads its keyring file).  ``key_operation`` runs Serf's KeyManager queries (the responses
+become a ``KeyReport``); a ``KeyringChanged`` effect waiting for persistence is answered at once
+through ``keyring_writer``.  A node without an envelope costs nothing more per packet than one
+attribute test.
+
 The default config disables compression: the pure-Python LZW codec costs far more than the
 rest of a message's handling, and it changes nothing the simulator is meant to observe.
 """
@@ -56,7 +68,15 @@ from enum import Enum
 from typing import Any, Protocol, cast, runtime_checkable
 
 from ..serf.config import SerfConfig
-from ..serf.effects import QueryUpdate, SerfMemberEvent, SerfQueryEvent, SerfUserEvent
+from ..serf.effects import (
+    KeyringChanged,
+    QueryUpdate,
+    SerfEffect,
+    SerfMemberEvent,
+    SerfQueryEvent,
+    SerfUserEvent,
+)
+from ..serf.internal import KeyReport, key_query
 from ..serf.members import SerfMember
 from ..serf.node import SerfError
 from ..serf.query import QueryParam, QueryParamsLike
@@ -75,7 +95,9 @@ from ..swim.api import (
     Violation,
 )
 from ..swim.config import LAN, SwimConfig
+from ..wire.crypto import Algorithm, Envelope
 from .netmodel import CONNECTION_REFUSED, LinkProfile, NetModel
+from .pump import KeyringWriter, WireSeal, keyring_write_error, seeded_envelope
 
 PORT = 7946
 STREAM_TIMEOUT_ERROR = "i/o timeout"
@@ -124,6 +146,12 @@ class SerfCore(CoreProtocol, Protocol):
     def force_leave(self, now: float, node: str, prune: bool = False) -> Sequence[object]: ...
 
 
+class KeyedCore(Protocol):
+    """A Serf core that waits for its keyring to be persisted (``KeyringChanged.token``)."""
+
+    def key_persisted(self, now: float, token: int, error: str = "") -> Sequence[SerfEffect]: ...
+
+
 def swim_view(core: CoreProtocol) -> SwimView:
     """The memberlist-level view of ``core``: its ``memberlist`` if it wraps one, else itself."""
     if isinstance(core, SerfCore):
@@ -133,34 +161,75 @@ def swim_view(core: CoreProtocol) -> SwimView:
 
 # (config, name, addr, rng, now) -> core
 CoreFactory = Callable[[SwimConfig, str, Address, random.Random, float], CoreProtocol]
+
+
+class SealingCoreFactory(Protocol):
+    """A ``CoreFactory`` that also builds encrypted cores: ``envelope=`` is handed to the core
+    (``memberlist_factory`` and ``serf_factory`` are such factories)."""
+
+    def __call__(
+        self,
+        config: SwimConfig,
+        name: str,
+        addr: Address,
+        rng: random.Random,
+        now: float,
+        /,
+        *,
+        envelope: Envelope | None = None,
+    ) -> CoreProtocol: ...
+
+
 # (node name, delivered query) -> response payload, or None to stay silent
 QueryHandler = Callable[[str, SerfQueryEvent], bytes | None]
 
 
 def memberlist_factory(
-    config: SwimConfig, name: str, addr: Address, rng: random.Random, now: float
+    config: SwimConfig,
+    name: str,
+    addr: Address,
+    rng: random.Random,
+    now: float,
+    *,
+    envelope: Envelope | None = None,
 ) -> CoreProtocol:
     """Build the real core (imported lazily so the engine can be tested without it)."""
     from ..swim.node import Memberlist
 
-    return Memberlist(config, name, addr, rng=rng, now=now)
+    return Memberlist(config, name, addr, rng=rng, now=now, sealer=envelope)
 
 
 def serf_factory(
     serf_config: SerfConfig | None = None,
     *,
     tags: Callable[[str], dict[str, str]] | None = None,
+    persist_keyring: bool = False,
 ) -> CoreFactory:
-    """A factory of ``SerfNode`` cores with ``serf_config`` and initial ``tags(name)``."""
+    """A factory of ``SerfNode`` cores with ``serf_config`` and initial ``tags(name)``; with
+    ``persist_keyring`` their key queries wait for the simulator's ``keyring_writer``."""
     from ..serf.node import SerfNode
 
     cfg = serf_config if serf_config is not None else SerfConfig()
 
     def make(
-        config: SwimConfig, name: str, addr: Address, rng: random.Random, now: float
+        config: SwimConfig,
+        name: str,
+        addr: Address,
+        rng: random.Random,
+        now: float,
+        *,
+        envelope: Envelope | None = None,
     ) -> CoreProtocol:
         return SerfNode(
-            cfg, config, name, addr, rng=rng, now=now, tags=tags(name) if tags else None
+            cfg,
+            config,
+            name,
+            addr,
+            rng=rng,
+            now=now,
+            tags=tags(name) if tags else None,
+            envelope=envelope,
+            persist_keyring=persist_keyring,
         )
 
     return make
@@ -209,10 +278,17 @@ class SimNode:
         "swim",
         "timer_at",
         "timer_gen",
+        "wire",
     )
 
     def __init__(
-        self, index: int, name: str, addr: Address, config: SwimConfig, core: CoreProtocol
+        self,
+        index: int,
+        name: str,
+        addr: Address,
+        config: SwimConfig,
+        core: CoreProtocol,
+        wire: WireSeal | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -220,6 +296,7 @@ class SimNode:
         self.config = config
         self.core = core
         self.swim = swim_view(core)  # memberlist-level views of ``core``
+        self.wire = wire  # seals and opens this node's traffic (None: plaintext, no envelope)
         self.status = NodeStatus.RUNNING
         self.epoch = 0  # bumped by crash/leave/restart: events of an older life are dropped
         self.timer_at: float | None = None
@@ -300,6 +377,18 @@ class SimQuery:
     responses: dict[str, tuple[float, bytes]] = dataclasses.field(default_factory=dict)
     duplicates: int = 0
     done_at: float | None = None
+    members: int = 0  # the originator's memberlist NumMembers when the query started
+
+    def key_report(self) -> KeyReport:
+        """The responses to a key query (``Simulator.key_operation``) as Serf's KeyManager
+        gathers them: in arrival order, over NumMembers at the start, the ones arriving after
+        every node has answered unread (serf streamKeyResp returns then)."""
+        report = KeyReport(num_nodes=self.members)
+        for node, (_, payload) in sorted(self.responses.items(), key=lambda kv: kv[1][0]):
+            if report.complete:
+                break
+            report.add(node, payload)
+        return report
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +402,8 @@ class SimStats:
     ticks: int
     stale_timer_entries: int
     push_pull_rounds: int = 0  # push_pull() calls (each one anti-entropy sync attempt)
+    packets_refused: int = 0  # delivered, then dropped by the receiver's envelope
+    streams_refused: int = 0  # stream requests the receiver's envelope did not open
 
 
 # Event kinds (the third field of a heap entry).
@@ -335,12 +426,15 @@ class Simulator:
         core_factory: CoreFactory | None = None,
         serf: SerfConfig | None = None,
         query_handler: QueryHandler | None = None,
+        keyring_writer: KeyringWriter | None = None,
         record_trace: bool = True,
         start: float = 0.0,
     ) -> None:
         """``core_factory`` builds the cores (default: memberlist); ``serf`` is shorthand for
         ``core_factory=serf_factory(serf)``.  ``query_handler`` answers queries delivered to
-        Serf nodes (see ``answer_with_name``)."""
+        Serf nodes (see ``answer_with_name``); ``keyring_writer(node, keys)`` persists a
+        keyring a key query changed on a node built with ``persist_keyring`` (raising: the
+        write failed)."""
         if core_factory is None:
             core_factory = serf_factory(serf) if serf is not None else memberlist_factory
         elif serf is not None:
@@ -362,6 +456,8 @@ class Simulator:
         self.dead_declarations: list[DeadDeclaration] = []
         self.join_results: dict[str, list[JoinDone]] = {}
         self.query_handler = query_handler
+        self.keyring_writer = keyring_writer
+        self._nonces = random.Random(f"nonces/{seed}")  # apart from ``rng``: nothing else moves
         self.serf_member_events: list[SerfMemberRecord] = []
         self.user_events: list[UserEventRecord] = []
         self.query_deliveries: list[QueryDelivery] = []
@@ -380,6 +476,8 @@ class Simulator:
         self._ticks = 0
         self._stale = 0
         self._push_pulls = 0
+        self._packets_refused = 0
+        self._streams_refused = 0
         self._same_time_ticks = 0
         self._last_tick_time = -1.0
 
@@ -413,19 +511,52 @@ class Simulator:
 
     # -- nodes and commands ----------------------------------------------------------------
 
-    def _new_core(self, name: str, addr: Address, config: SwimConfig) -> CoreProtocol:
+    def _new_core(
+        self, name: str, addr: Address, config: SwimConfig, wire: WireSeal | None
+    ) -> CoreProtocol:
         core_rng = random.Random(self.rng.getrandbits(64))
-        return self.core_factory(config, name, addr, core_rng, self.now)
+        if wire is None:
+            return self.core_factory(config, name, addr, core_rng, self.now)
+        # Only a factory taking ``envelope=`` can build encrypted cores; any other one raises
+        # TypeError here rather than run a core that does not know its packets are sealed.
+        sealing = cast(SealingCoreFactory, self.core_factory)
+        return sealing(config, name, addr, core_rng, self.now, envelope=wire.envelope)
 
-    def add_node(self, name: str | None = None, *, config: SwimConfig | None = None) -> SimNode:
-        """Start a new node (not joined to anyone) at the current time."""
+    def envelope(
+        self,
+        keys: Sequence[bytes] | None,
+        algorithm: Algorithm = Algorithm.SECRETBOX,
+        *,
+        verify_incoming: bool = True,
+        verify_outgoing: bool = True,
+    ) -> Envelope:
+        """An envelope for ``add_node(..., envelope=)`` over ``keys`` (None: encryption off,
+        it can be switched on later by setting ``keyring``) with nonces from the seed."""
+        return seeded_envelope(
+            self._nonces,
+            keys,
+            algorithm,
+            verify_incoming=verify_incoming,
+            verify_outgoing=verify_outgoing,
+        )
+
+    def add_node(
+        self,
+        name: str | None = None,
+        *,
+        config: SwimConfig | None = None,
+        envelope: Envelope | None = None,
+    ) -> SimNode:
+        """Start a new node (not joined to anyone) at the current time; with ``envelope`` its
+        traffic is sealed and opened by it (see the module docstring)."""
         index = len(self.nodes)
         name = name if name is not None else f"n{index}"
         if name in self.nodes:
             raise ValueError(f"duplicate node name {name!r}")
         addr = sim_address(index)
         cfg = config if config is not None else self.config
-        node = SimNode(index, name, addr, cfg, self._new_core(name, addr, cfg))
+        wire = WireSeal(envelope, compress=cfg.enable_compression) if envelope is not None else None
+        node = SimNode(index, name, addr, cfg, self._new_core(name, addr, cfg, wire), wire)
         self.nodes[name] = node
         self._by_addr[addr] = node
         self.net.revive(addr)
@@ -433,8 +564,18 @@ class Simulator:
         self._reschedule_timer(node)
         return node
 
-    def add_nodes(self, count: int, *, config: SwimConfig | None = None) -> list[SimNode]:
-        return [self.add_node(config=config) for _ in range(count)]
+    def add_nodes(
+        self,
+        count: int,
+        *,
+        config: SwimConfig | None = None,
+        envelope: Callable[[], Envelope] | None = None,
+    ) -> list[SimNode]:
+        """``count`` new nodes; ``envelope()`` (if given) builds each one's envelope."""
+        return [
+            self.add_node(config=config, envelope=envelope() if envelope else None)
+            for _ in range(count)
+        ]
 
     def join(self, name: str, seeds: Sequence[str]) -> int:
         """``name`` joins through the named seed nodes now; returns the core's request id."""
@@ -465,7 +606,7 @@ class Simulator:
             self._stop(node, NodeStatus.CRASHED)
         node.epoch += 1
         node.status = NodeStatus.RUNNING
-        node.core = self._new_core(node.name, node.addr, node.config)
+        node.core = self._new_core(node.name, node.addr, node.config, node.wire)
         node.swim = swim_view(node.core)
         node.timer_at = None
         self.net.revive(node.addr)
@@ -552,17 +693,29 @@ class Simulator:
             relay_factor,
             timeout,
         )
-        handle = SimQuery(name, query, payload)
+        return self._start_query(name, params, at)
+
+    def key_operation(
+        self, name: str, op: str, key: bytes = b"", *, at: float | None = None
+    ) -> SimQuery:
+        """``name`` runs one keyring operation (install | use | remove | list) through the
+        cluster as Serf's KeyManager does (the key query with default parameters); once the
+        query is done, ``key_report()`` of the returned ``SimQuery`` is its ``KeyReport``."""
+        return self._start_query(name, key_query(op, key), at)
+
+    def _start_query(self, name: str, params: QueryParam, at: float | None) -> SimQuery:
+        handle = SimQuery(name, params.name, params.payload)
         self.queries.append(handle)
 
         def fn(node: SimNode, core: SerfCore) -> None:
             qid, effects = core.query(self.now, params)
             handle.issued_at, handle.query_id, handle.epoch = self.now, qid, node.epoch
+            handle.members = core.num_alive()
             self._open_queries[(name, node.epoch, qid)] = handle
-            self._record(name, f"cmd query {query} id={qid}")
+            self._record(name, f"cmd query {params.name} id={qid}")
             self._apply(node, effects)
 
-        self._command(name, at, f"query {query}", fn)
+        self._command(name, at, f"query {params.name}", fn)
         return handle
 
     def set_tags(self, name: str, tags: dict[str, str], *, at: float | None = None) -> None:
@@ -622,6 +775,11 @@ class Simulator:
             node, src, data = ev[3], ev[4], ev[5]
             if node.status.up:
                 self._packets_delivered += 1
+                if node.wire is not None:
+                    data = node.wire.open_packet(data)
+                    if data is None:
+                        self._packets_refused += 1  # the transport drops what does not open
+                        return
                 self._apply(node, node.core.handle_packet(now, src, data))
         elif kind == _TIMER:
             node, gen = ev[3], ev[4]
@@ -665,6 +823,9 @@ class Simulator:
             del self._pending_streams[(node.index, stream_id)]
             if epoch != node.epoch or not node.status.up:
                 return
+            if reply and node.wire is not None:
+                # b"" is a no-reply stream's completion: nothing was read back.
+                reply, error = node.wire.open_reply(reply, ev[8])
             if reply is None:
                 self._streams_failed += 1
             self._apply(node, node.core.stream_result(now, stream_id, reply, error))
@@ -680,12 +841,13 @@ class Simulator:
         for eff in effects:
             if isinstance(eff, SendPacket):
                 self._packets_sent += 1
+                data = eff.data if node.wire is None else node.wire.seal_packet(eff.data)
                 target = self._by_addr.get(eff.addr)
                 times = self.net.packet(now, node.addr, eff.addr) if target is not None else []
                 if not times:
                     self._packets_lost += 1
                 for at in times:
-                    self._push(at, _PACKET, target, node.addr, eff.data)
+                    self._push(at, _PACKET, target, node.addr, data)
             elif isinstance(eff, OpenStream):
                 self._open_stream(node, eff)
             elif isinstance(eff, MemberEvent):
@@ -713,6 +875,8 @@ class Simulator:
                 self._query_event(node, eff)
             elif isinstance(eff, QueryUpdate):
                 self._query_update(node, eff)
+            elif isinstance(eff, KeyringChanged):
+                self._keyring_changed(node, eff)
             else:
                 # A new effect type needs a decision here; dropping it could hide a bug.
                 raise TypeError(f"{node.name}: unknown effect {eff!r}")
@@ -795,6 +959,16 @@ class Simulator:
             handle.done_at = now
             del self._open_queries[(node.name, node.epoch, up.query_id)]
 
+    def _keyring_changed(self, node: SimNode, ev: KeyringChanged) -> None:
+        self._record(node.name, f"keyring {ev.op} keys={len(ev.keys)}")
+        if ev.token is None:
+            return
+        # Serf writes the keyring file before it answers the key query (a write takes no
+        # simulated time); the answer carries the write's error.
+        error = keyring_write_error(self.keyring_writer, node.name, ev.keys)
+        core = cast(KeyedCore, node.core)  # only a Serf core emits KeyringChanged
+        self._apply(node, core.key_persisted(self.now, ev.token, error))
+
     def _member_event(self, node: SimNode, ev: MemberEvent) -> None:
         m = ev.member
         if ev.kind is MemberEventKind.LEAVE and m.state is State.DEAD:
@@ -836,6 +1010,7 @@ class Simulator:
     def _open_stream(self, node: SimNode, op: OpenStream) -> None:
         now = self.now
         self._streams_opened += 1
+        data = op.data if node.wire is None else node.wire.seal_stream(op.data)
         self._pending_streams[(node.index, op.stream_id)] = node.epoch
         self._push(
             now + op.timeout,
@@ -873,7 +1048,7 @@ class Simulator:
                 node,
                 node.epoch,
                 op.stream_id,
-                op.data,
+                data,
                 op.expect_reply,
             )
             if not op.expect_reply and decision.connected_at is not None:
@@ -900,8 +1075,19 @@ class Simulator:
                         back, _STREAM_DONE, initiator, epoch, stream_id, None, STREAM_RESET_ERROR
                     )
             return
-        reply, effects = target.core.handle_stream(now, data)
-        self._apply(target, effects)
+        wire = target.wire
+        if wire is None:
+            reply, effects = target.core.handle_stream(now, data)
+            self._apply(target, effects)
+        else:
+            request, reply = wire.open_request(data)
+            if request is None:
+                self._streams_refused += 1  # answered with the sealed err, or closed
+            else:
+                reply, effects = target.core.handle_stream(now, request)
+                self._apply(target, effects)
+                if reply is not None:
+                    reply = wire.seal_stream(reply)
         if not expect_reply:
             return
         back = self.net.stream_reply(now, target.addr, initiator.addr)
@@ -910,7 +1096,8 @@ class Simulator:
         if reply is None:
             self._push(back, _STREAM_DONE, initiator, epoch, stream_id, None, STREAM_EOF_ERROR)
         else:
-            self._push(back, _STREAM_DONE, initiator, epoch, stream_id, reply, "")
+            # A reply carries who sent it (for the "bad reply from" of one that does not open).
+            self._push(back, _STREAM_DONE, initiator, epoch, stream_id, reply, "", target.addr)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -1007,6 +1194,8 @@ class Simulator:
             ticks=self._ticks,
             stale_timer_entries=self._stale,
             push_pull_rounds=self._push_pulls,
+            packets_refused=self._packets_refused,
+            streams_refused=self._streams_refused,
         )
 
     def trace_digest(self) -> str:
