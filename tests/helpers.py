@@ -1,5 +1,6 @@
-"""Helpers the real-socket and real-process tests share: free ports, polling with a deadline,
-and child processes that are always reaped.
+"""Helpers the tests share: free ports, polling with a deadline, child processes that are
+always reaped, and running a trio test under an autojumping ``MockClock`` on the in-memory
+network's addresses.
 
 Importable as ``helpers`` from any test folder: ``pyproject.toml`` puts ``tests/`` on
 ``sys.path`` (``pythonpath``), since most test folders are not packages.
@@ -10,11 +11,14 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import trio
+import trio.testing
+
+from serf_trio.swim.api import Address
 
 T = TypeVar("T")
 
@@ -114,3 +118,18 @@ class Procs:
     def logs(self) -> str:
         """The tail of every log, for a failure message."""
         return "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for _, log in self.started)
+
+
+def run_mock(fn: Callable[[], Awaitable[None]], limit: float = 120.0) -> None:
+    """Run ``fn`` under ``MockClock(autojump_threshold=0)``; ``limit`` is virtual seconds."""
+
+    async def main() -> None:
+        with trio.fail_after(limit):
+            await fn()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def mem_addr(i: int) -> Address:
+    """Node ``i``'s address on the in-memory network: ``127.0.0.i:7946``."""
+    return Address(f"127.0.0.{i}", 7946)

@@ -12,12 +12,14 @@ Serf's answers on a cluster without encryption.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from helpers import mem_addr as addr
+from helpers import run_mock
 
 from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.driver import JoinError, KeyringPersister, MembershipNode, NodeEvent
@@ -26,7 +28,6 @@ from serf_trio.serf.config import SerfConfig
 from serf_trio.serf.effects import SerfQueryEvent, SerfUserEvent
 from serf_trio.serf.internal import KEYRING_EMPTY, NO_KEYRING_TO_MODIFY
 from serf_trio.serf.query import QueryParam
-from serf_trio.swim.api import Address
 from serf_trio.swim.config import LAN
 from serf_trio.testing.memnet import MemoryNetwork
 from serf_trio.testing.netmodel import NetModel
@@ -36,20 +37,6 @@ from serf_trio.wire.keyring import Keyring
 K1 = bytes(range(32))
 K2 = bytes(range(32, 64))
 WRONG = bytes(range(64, 96))
-
-
-def run_mock(fn: Callable[[], Awaitable[None]], limit: float = 120.0) -> None:
-    """Run under MockClock(autojump_threshold=0); ``limit`` is virtual seconds."""
-
-    async def main() -> None:
-        with trio.fail_after(limit):
-            await fn()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-def addr(i: int) -> Address:
-    return Address(f"127.0.0.{i}", 7946)
 
 
 class Lines:

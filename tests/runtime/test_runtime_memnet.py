@@ -5,30 +5,18 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 
+import helpers
 import pytest
 import structlog
 import trio
 import trio.testing
+from helpers import mem_addr as addr
 
 from serf_trio.runtime.driver import BusSizes, JoinError, MembershipNode
-from serf_trio.swim.api import Address, MemberEvent, MemberEventKind, State
+from serf_trio.swim.api import MemberEvent, MemberEventKind, State
 from serf_trio.swim.config import LAN
 from serf_trio.testing.memnet import MemoryNetwork
 from serf_trio.testing.netmodel import LinkProfile, NetModel
-
-
-def run_mock(fn: Callable[[], Awaitable[None]], limit: float = 300.0) -> None:
-    """Run under MockClock(autojump_threshold=0); ``limit`` is virtual seconds."""
-
-    async def main() -> None:
-        with trio.fail_after(limit):
-            await fn()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-def addr(i: int) -> Address:
-    return Address(f"127.0.0.{i}", 7946)
 
 
 def make_node(net: MemoryNetwork, i: int, seed: int) -> MembershipNode:
@@ -178,3 +166,8 @@ def test_partition_is_detected_on_both_sides_and_heals() -> None:
             nursery.cancel_scope.cancel()
 
     run_mock(body, limit=300)
+
+
+def run_mock(fn: Callable[[], Awaitable[None]], limit: float = 300.0) -> None:
+    """``helpers.run_mock`` with this module's longer virtual deadline."""
+    helpers.run_mock(fn, limit)

@@ -5,34 +5,22 @@ tags, and leave waiting out the propagate delay."""
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 import trio
 import trio.testing
+from helpers import mem_addr as addr
+from helpers import run_mock
 
 from serf_trio.runtime.driver import MembershipNode, NodeEvent, NotSerfError
 from serf_trio.serf.config import SerfConfig
 from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
 from serf_trio.serf.node import SerfError
 from serf_trio.serf.query import QueryParam
-from serf_trio.swim.api import Address
 from serf_trio.swim.config import LAN
 from serf_trio.testing.memnet import MemoryNetwork
 from serf_trio.testing.netmodel import NetModel
-
-
-def run_mock(fn: Callable[[], Awaitable[None]], limit: float = 120.0) -> None:
-    async def main() -> None:
-        with trio.fail_after(limit):
-            await fn()
-
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-def addr(i: int) -> Address:
-    return Address(f"127.0.0.{i}", 7946)
-
 
 SERF = SerfConfig()
 
