@@ -90,7 +90,7 @@ from serf_trio.serf.node import SerfError
 from serf_trio.serf.query import default_query_timeout
 from serf_trio.serf.tags import TagsTooLarge, decode_tags, encode_tags
 from serf_trio.swim.api import Address, MemberInfo, State
-from serf_trio.wire.crypto import Algorithm, Envelope
+from serf_trio.wire.crypto import Algorithm, Envelope, check_primary
 from serf_trio.wire.keyring import Keyring, KeyringError, decode_key, encode_key
 
 from .config import (
@@ -747,8 +747,7 @@ class Agent:
         elif not keys:
             keyring = None
         if keyring is not None:
-            probe = Envelope(None, algorithm)
-            probe.check_primary(keyring.primary)
+            check_primary(algorithm, keyring.primary)
         changed: list[str] = []
         old = self.config
         if (

@@ -78,7 +78,7 @@ from serf_trio.serf.effects import (
     SerfQueryEvent,
     SerfUserEvent,
 )
-from serf_trio.serf.internal import KeyReport, key_query
+from serf_trio.serf.internal import KeyReport, key_query, keyring_write_failed
 from serf_trio.serf.members import SerfMember
 from serf_trio.serf.node import RestoredState, SerfError, SerfNode, SerfStats
 from serf_trio.serf.query import QueryParamsLike
@@ -778,7 +778,7 @@ class MembershipNode:
                 if persist is not None:
                     await persist(keys)
             except Exception as exc:  # any failure to write is reported, never fatal
-                error = f"Failed to write keyring file: {exc}"
+                error = keyring_write_failed(exc)
                 self._log.error("keyring_write_failed", error=str(exc))
         # When stopping, the query's originator counts us as not answering.
         with contextlib.suppress(NotRunningError, trio.ClosedResourceError):

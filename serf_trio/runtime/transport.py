@@ -34,10 +34,9 @@ import structlog
 import trio
 
 from serf_trio.swim.api import Address
-from serf_trio.wire.codec import DecodeError, FramingError
+from serf_trio.wire.codec import DecodeError
 from serf_trio.wire.crypto import CryptoError
-from serf_trio.wire.messages import Err, MessageType
-from serf_trio.wire.stream import StreamParser, encode_stream_message
+from serf_trio.wire.stream import StreamParser, first_stage_error
 
 # memberlist's UDP reader allocates 64 KiB per datagram (memberlist net_transport.go).
 MAX_DATAGRAM = 65536
@@ -218,11 +217,9 @@ async def read_stream_message(stream: trio.abc.ReceiveStream, reader: StreamRead
 def stream_error_reply(
     exc: DecodeError, first_byte: int | None, crypto: WireCrypto
 ) -> bytes | None:
-    """memberlist answers first-stage read failures (decryption, decompression, an encrypted
-    stream without a keyring, plaintext with one) with an err message (net.go handleConn)."""
-    if isinstance(exc, FramingError) or first_byte in (MessageType.ENCRYPT, MessageType.COMPRESS):
-        return crypto.seal_stream(encode_stream_message(Err(str(exc)), compress=True))
-    return None
+    """``wire.stream.first_stage_error``, sealed by ``crypto`` (the agent compresses)."""
+    err = first_stage_error(exc, first_byte, compress=True)
+    return crypto.seal_stream(err) if err is not None else None
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:

@@ -148,6 +148,11 @@ def fit_key_list(resp: KeyResponse, fits: Callable[[bytes], bool]) -> bytes | No
     return None
 
 
+def keyring_write_failed(exc: BaseException) -> str:
+    """Serf's answer text when writing the keyring file failed (internal_query.go)."""
+    return f"Failed to write keyring file: {exc}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Key queries: the originator (serf KeyManager)
 

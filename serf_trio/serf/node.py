@@ -944,16 +944,15 @@ class SerfNode:
     def _answer_key_query(self, now: float, q: Query, dest: Address, deadline: float) -> None:
         """SERF.md 8.6: apply a key query to our keyring and answer from it."""
         answer = answer_key_query(q.name, q.payload, self._envelope)
-        if answer.changed:
-            keyring = self._envelope.keyring if self._envelope is not None else None
-            keys = keyring.keys if keyring is not None else ()
+        keyring = self._envelope.keyring if self._envelope is not None else None
+        if answer.changed and keyring is not None:  # only a keyring can change
             op = KEY_QUERIES[q.name]
             if self._persist_keyring:
                 # Serf writes the keyring file before it answers: wait for key_persisted.
                 token = self._register_incoming(q, dest, deadline)
-                self._pending.append(KeyringChanged(op, keys, token))
+                self._pending.append(KeyringChanged(op, keyring.keys, token))
                 return
-            self._pending.append(KeyringChanged(op, keys))
+            self._pending.append(KeyringChanged(op, keyring.keys))
         if now > deadline:
             return
         if q.name == LIST_KEYS:

@@ -43,7 +43,7 @@ from ..serf.effects import (
     SerfQueryEvent,
     SerfUserEvent,
 )
-from ..serf.internal import KeyReport, key_query
+from ..serf.internal import KeyReport, key_query, keyring_write_failed
 from ..serf.node import SerfNode
 from ..swim.api import (
     Address,
@@ -60,11 +60,10 @@ from ..swim.api import (
 )
 from ..swim.config import SwimConfig
 from ..swim.node import Memberlist
-from ..wire.codec import DecodeError, FramingError
+from ..wire.codec import DecodeError
 from ..wire.crypto import Algorithm, CryptoError, Envelope, Opened
 from ..wire.keyring import Keyring
-from ..wire.messages import Err, MessageType
-from ..wire.stream import encode_stream_message
+from ..wire.stream import first_stage_error
 
 TEST_CONFIG = SwimConfig(enable_compression=False)
 """Default memberlist config of ``SwimPump`` (compression off: the pure-Python LZW is slow)."""
@@ -91,7 +90,7 @@ def keyring_write_error(writer: KeyringWriter | None, name: str, keys: tuple[byt
     try:
         writer(name, keys)
     except Exception as exc:  # any failure to write is reported in the answer, never fatal
-        return f"Failed to write keyring file: {exc}"
+        return keyring_write_failed(exc)
     return ""
 
 
@@ -174,14 +173,8 @@ class WireSeal:
         except DecodeError as exc:
             if isinstance(exc, CryptoError):
                 self.dropped[exc.cause] += 1
-            first = data[0] if data else None
-            if isinstance(exc, FramingError) or first in (
-                MessageType.ENCRYPT,
-                MessageType.COMPRESS,
-            ):
-                err = encode_stream_message(Err(str(exc)), compress=self.compress)
-                return None, self.envelope.seal_stream(err)
-            return None, None
+            err = first_stage_error(exc, data[0] if data else None, compress=self.compress)
+            return None, self.envelope.seal_stream(err) if err is not None else None
         if reader.opened is not None:
             self._count(reader.opened)
         return request, None
@@ -263,19 +256,12 @@ class Pump(Generic[CoreT]):
         self,
         keys: Sequence[bytes] | None,
         algorithm: Algorithm = Algorithm.SECRETBOX,
-        *,
-        verify_incoming: bool = True,
-        verify_outgoing: bool = True,
+        **switches: bool,
     ) -> Envelope:
         """An envelope for ``add(..., envelope=)`` over ``keys`` (None: encryption off) with
-        nonces from the pump's seed."""
-        return seeded_envelope(
-            self._nonces,
-            keys,
-            algorithm,
-            verify_incoming=verify_incoming,
-            verify_outgoing=verify_outgoing,
-        )
+        nonces from the pump's seed.
+        ``switches``: ``verify_incoming`` / ``verify_outgoing``."""
+        return seeded_envelope(self._nonces, keys, algorithm, **switches)
 
     def _register(self, core: CoreT, config: SwimConfig, envelope: Envelope | None) -> CoreT:
         """Book a freshly built core in and stagger its first rounds (seeded)."""

@@ -526,19 +526,12 @@ class Simulator:
         self,
         keys: Sequence[bytes] | None,
         algorithm: Algorithm = Algorithm.SECRETBOX,
-        *,
-        verify_incoming: bool = True,
-        verify_outgoing: bool = True,
+        **switches: bool,
     ) -> Envelope:
         """An envelope for ``add_node(..., envelope=)`` over ``keys`` (None: encryption off,
-        it can be switched on later by setting ``keyring``) with nonces from the seed."""
-        return seeded_envelope(
-            self._nonces,
-            keys,
-            algorithm,
-            verify_incoming=verify_incoming,
-            verify_outgoing=verify_outgoing,
-        )
+        it can be switched on later by setting ``keyring``) with nonces from the seed.
+        ``switches``: ``verify_incoming`` / ``verify_outgoing``."""
+        return seeded_envelope(self._nonces, keys, algorithm, **switches)
 
     def add_node(
         self,

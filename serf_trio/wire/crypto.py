@@ -191,6 +191,16 @@ def secretbox_seal(key: bytes, plaintext: bytes, *, nonce: bytes) -> bytes:
     return bytes([SECRETBOX_V1]) + bytes(_secretbox(key).encrypt(plaintext, nonce))
 
 
+def check_primary(algorithm: Algorithm, key: bytes) -> None:
+    """``KeyringError`` if ``algorithm`` cannot send with ``key`` as the primary key: secretbox
+    takes only 32-byte keys (aes-gcm any size the keyring accepts)."""
+    if algorithm is Algorithm.SECRETBOX and len(key) != SECRETBOX_KEY:
+        raise KeyringError(
+            f"secretbox needs a 32-byte primary key, this one has {len(key)} bytes "
+            '(encrypt_algorithm = "aes-gcm" takes 16, 24 or 32)'
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # The envelope
 
@@ -240,11 +250,7 @@ class Envelope:
 
     def check_primary(self, key: bytes) -> None:
         """``KeyringError`` if this node could not send with ``key`` as its primary key."""
-        if self.algorithm is Algorithm.SECRETBOX and len(key) != SECRETBOX_KEY:
-            raise KeyringError(
-                f"secretbox needs a 32-byte primary key, this one has {len(key)} bytes "
-                '(encrypt_algorithm = "aes-gcm" takes 16, 24 or 32)'
-            )
+        check_primary(self.algorithm, key)
 
     # -- packets ------------------------------------------------------------------------------
 
@@ -401,5 +407,6 @@ __all__ = [
     "Opened",
     "StreamFrameReader",
     "aes_gcm_seal",
+    "check_primary",
     "secretbox_seal",
 ]

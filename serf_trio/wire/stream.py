@@ -86,6 +86,16 @@ def encode_stream_error(text: str, compress: bool) -> bytes:
     return encode_stream_message(Err(text), compress=compress)
 
 
+def first_stage_error(exc: DecodeError, first_byte: int | None, *, compress: bool) -> bytes | None:
+    """The (plaintext) ``err`` reply to a stream whose reading failed with ``exc``, or ``None``
+    to close it without one.  memberlist net.go handleConn answers failures of readStream, the
+    first stage: decryption (or plaintext where encryption is required), an encrypted stream
+    without a keyring, decompression; a bad message body is only logged."""
+    if isinstance(exc, FramingError) or first_byte in (MessageType.ENCRYPT, MessageType.COMPRESS):
+        return encode_stream_error(str(exc), compress)
+    return None
+
+
 def _new_unpacker(max_bytes: int) -> Any:
     return msgpack.Unpacker(
         raw=True,
@@ -299,4 +309,5 @@ __all__ = [
     "decode_stream_message",
     "encode_stream_error",
     "encode_stream_message",
+    "first_stage_error",
 ]
