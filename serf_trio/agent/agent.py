@@ -70,14 +70,10 @@ from serf_trio.rpc.api import (
 from serf_trio.rpc.paths import default_socket_path
 from serf_trio.rpc.server import RpcServer
 from serf_trio.runtime.crypto import EnvelopeCrypto
-from serf_trio.runtime.driver import (
-    JoinError,
-    MembershipNode,
-    NotRunningError,
-    QueryStream,
-)
+from serf_trio.runtime.driver import JoinError, NotRunningError
 from serf_trio.runtime.handlers import HandlerSupervisor, ResponseRejected, SupervisorConfig
 from serf_trio.runtime.logs import LogSettings, UnknownLevel, monitor_level
+from serf_trio.runtime.serf_runtime import QueryStream, SerfRuntime
 from serf_trio.runtime.transport import UdpTcpTransport
 from serf_trio.serf.coalesce import CoalesceConfig, EventCoalescer
 from serf_trio.serf.coordinate import Coordinate
@@ -213,7 +209,7 @@ class _QueryRecords(AsyncIterator[QueryRecord]):
     """``AgentAPI.query``'s iterator: starts the query at the first ``__anext__``, then yields
     acks, responses and exactly one ``done``."""
 
-    def __init__(self, node: MembershipNode, params: QueryParams) -> None:
+    def __init__(self, node: SerfRuntime, params: QueryParams) -> None:
         self._node = node
         self._params = params
         self._stream: QueryStream | None = None
@@ -274,7 +270,7 @@ class Agent:
             verify_outgoing=cfg.encrypt_verify_outgoing,
         )
         self.crypto = EnvelopeCrypto(self.envelope, self._log)
-        self.node = MembershipNode(
+        self.node = SerfRuntime(
             swim,
             cfg.node_name,
             UdpTcpTransport(
@@ -463,7 +459,7 @@ class Agent:
 
     def stats(self) -> dict[str, dict[str, str]]:
         st = self.node.statistics()
-        core, serf = st.core, st.serf
+        core, serf = st.core, self.node.serf_statistics()
         serf_section = {
             "members": str(serf.members if serf else 0),
             "failed": str(serf.failed if serf else 0),

@@ -3,14 +3,14 @@
 ``SerfNode`` passes every memberlist effect through except ``MemberEvent``, which it consumes
 and replaces by ``SerfMemberEvent``.  It adds user events, query deliveries and query progress
 records; name-conflict facts are ``swim.api.Notice`` records, direct query acks/responses are
-``swim.api.SendPacket``.
+``swim.api.SendPacket``.  ``Outbox`` is where the core's components put the effects they raise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..swim.api import Effect
+from ..swim.api import Effect, Violation
 from .members import SerfMember
 
 MEMBER_EVENT_KINDS = (
@@ -28,6 +28,11 @@ class SerfMemberEvent:
 
     kind: str
     members: tuple[SerfMember, ...]
+
+    @property
+    def member(self) -> SerfMember:
+        """The member (the core emits one event per member; only coalescing groups them)."""
+        return self.members[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +83,24 @@ class KeyringChanged:
 SerfEffect = (
     Effect | SerfMemberEvent | SerfUserEvent | SerfQueryEvent | QueryUpdate | KeyringChanged
 )
+
+
+class Outbox:
+    """The effect list of the ``SerfNode`` entry point that is running.
+
+    ``SerfNode._run`` points ``effects`` at the list it will return; the components (and the
+    memberlist delegate callbacks they serve) append to it, so effects keep the order in which
+    they were raised.  Between entry points it is a throw-away list.
+    """
+
+    __slots__ = ("effects",)
+
+    def __init__(self) -> None:
+        self.effects: list[SerfEffect] = []
+
+    def emit(self, eff: SerfEffect) -> None:
+        self.effects.append(eff)
+
+    def violation(self, reason: str) -> None:
+        """Bad Serf input (never an exception): a ``Violation`` from source ``serf``."""
+        self.effects.append(Violation("serf", reason))

@@ -243,6 +243,12 @@ class Memberlist:
     # ------------------------------------------------------------------ views
 
     @property
+    def memberlist(self) -> Memberlist:
+        """This core itself (a Serf core answers its own memberlist): lets one driver read
+        memberlist views from either core without asking which one it drives."""
+        return self
+
+    @property
     def local(self) -> MemberInfo:
         return self._me.info()
 

@@ -1,4 +1,4 @@
-"""What ``MembershipNode`` logs, on the in-memory network: a member that never answers a key
+"""What the runtime (``SerfRuntime``) logs, on the in-memory network: a member that never answers a key
 operation is named (its keyring may now differ from the others'), and a notice about another
 node names it ``member`` without overwriting the line's own ``node``."""
 
@@ -13,7 +13,7 @@ import trio.testing
 from helpers import mem_addr as addr
 from helpers import run_mock
 
-from serf_trio.runtime.driver import MembershipNode
+from serf_trio.runtime.serf_runtime import SerfRuntime
 from serf_trio.serf.config import SerfConfig
 from serf_trio.swim.config import LAN
 from serf_trio.testing.memnet import MemoryNetwork
@@ -25,11 +25,11 @@ async def wait_until(cond: Callable[[], bool]) -> None:
         await trio.sleep(0.1)
 
 
-async def three(net: MemoryNetwork, nursery: trio.Nursery) -> list[MembershipNode]:
+async def three(net: MemoryNetwork, nursery: trio.Nursery) -> list[SerfRuntime]:
     """n1..n3 running Serf, n2 and n3 joined to n1, each listing all three."""
     await nursery.start(net.run)
     nodes = [
-        MembershipNode(
+        SerfRuntime(
             LAN,
             f"n{i}",
             net.transport(addr(i), stream_timeout=LAN.tcp_timeout),

@@ -1,10 +1,10 @@
-"""Encryption through the real runtime: ``MembershipNode`` driving ``SerfNode`` cores on the
+"""Encryption through the real runtime: ``SerfRuntime`` driving ``SerfNode`` cores on the
 in-memory network (MockClock), each transport sealing and opening with
 ``runtime.crypto.EnvelopeCrypto`` over the node's ``wire.crypto.Envelope``.
 
 What this file owns: an encrypted cluster passing user events and queries through the real
 tasks, a node with a wrong key refused at join; keyring operations through
-``MembershipNode.key_operation`` (Serf's KeyManager) with the driver's keyring persister: the
+``SerfRuntime.key_operation`` (Serf's KeyManager) with the driver's keyring persister: the
 answer waits for the write and carries its failure ("Failed to write keyring file: ..."); and
 Serf's answers on a cluster without encryption.
 """
@@ -22,7 +22,8 @@ from helpers import mem_addr as addr
 from helpers import run_mock
 
 from serf_trio.runtime.crypto import EnvelopeCrypto
-from serf_trio.runtime.driver import JoinError, KeyringPersister, MembershipNode, NodeEvent
+from serf_trio.runtime.driver import JoinError, NodeEvent
+from serf_trio.runtime.serf_runtime import KeyringPersister, SerfRuntime
 from serf_trio.runtime.transport import PLAINTEXT, WireCrypto
 from serf_trio.serf.config import SerfConfig
 from serf_trio.serf.effects import SerfQueryEvent, SerfUserEvent
@@ -50,7 +51,7 @@ class Lines:
 
 
 class Node:
-    """One ``MembershipNode`` with its envelope, crypto and the events it delivered."""
+    """One ``SerfRuntime`` with its envelope, crypto and the events it delivered."""
 
     def __init__(
         self,
@@ -67,7 +68,7 @@ class Node:
             nonces = random.Random(f"nonces/{i}")
             self.envelope = Envelope(Keyring(keys), Algorithm.SECRETBOX, nonces=nonces.randbytes)
             self.crypto = crypto = EnvelopeCrypto(self.envelope, self.log)
-        self.node = MembershipNode(
+        self.node = SerfRuntime(
             LAN,
             f"n{i}",
             net.transport(addr(i), stream_timeout=LAN.tcp_timeout, crypto=crypto),

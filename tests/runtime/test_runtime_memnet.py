@@ -107,7 +107,10 @@ def test_join_and_events_and_statistics_on_two_nodes() -> None:
     run_mock(body, limit=120)
 
 
-def test_unconsumed_events_are_dropped_and_counted_not_blocking() -> None:
+def test_unconsumed_events_follow_the_delivery_contract_without_blocking() -> None:
+    """Nobody reads events: membership still converges; member events are never dropped but
+    coalesce per member (at most one pending per member); other records drop and are counted."""
+
     async def body() -> None:
         net = MemoryNetwork(NetModel(seed=5))
         async with trio.open_nursery() as nursery:
@@ -126,9 +129,28 @@ def test_unconsumed_events_are_dropped_and_counted_not_blocking() -> None:
                 await nursery.start(n.run)
             for n in nodes[1:]:
                 await n.join([addr(1)])
-            # Nobody reads events; membership still converges and drops are counted.
             await wait_until(lambda: all(len(states(n)) == 4 for n in nodes))
-            assert nodes[0].statistics().events_dropped > 0
+            # n2 leaves: n1's pending join event for n2 is replaced by the leave (latest wins).
+            assert await nodes[1].leave(5.0) is False
+            nodes[1].stop()
+            await wait_until(lambda: states(nodes[0]).get("n2") is State.LEFT)
+            # n2's join and leave results (and notices) overflow its 1-slot FIFO.
+            assert nodes[1].statistics().delivery.dropped_other > 0
+            st = nodes[0].statistics().delivery
+            assert st.coalesced >= 1 and st.dropped == 0
+            q = nodes[0].events
+            member_events = []
+            while True:
+                try:
+                    ev = q.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(ev, MemberEvent):
+                    member_events.append(ev)
+            by_name = {ev.member.name: ev for ev in member_events}
+            assert len(by_name) == len(member_events)  # one per member
+            assert set(by_name) == {"n1", "n2", "n3", "n4"} or set(by_name) == {"n2", "n3", "n4"}
+            assert by_name["n2"].kind is MemberEventKind.LEAVE
             nursery.cancel_scope.cancel()
 
     run_mock(body, limit=120)

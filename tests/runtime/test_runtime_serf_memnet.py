@@ -1,4 +1,4 @@
-"""``MembershipNode`` driving the Serf core on the in-memory network (MockClock): Serf events
+"""``SerfRuntime`` driving the Serf core on the in-memory network (MockClock): Serf events
 on the events channel, query streams with exactly one "done", commands with Serf's errors,
 tags, and leave waiting out the propagate delay."""
 
@@ -13,7 +13,8 @@ import trio.testing
 from helpers import mem_addr as addr
 from helpers import run_mock
 
-from serf_trio.runtime.driver import MembershipNode, NodeEvent, NotSerfError
+from serf_trio.runtime.driver import NodeEvent, NotRunningError
+from serf_trio.runtime.serf_runtime import SerfRuntime
 from serf_trio.serf.config import SerfConfig
 from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
 from serf_trio.serf.node import SerfError
@@ -25,8 +26,8 @@ from serf_trio.testing.netmodel import NetModel
 SERF = SerfConfig()
 
 
-def make(net: MemoryNetwork, i: int, serf: SerfConfig | None = SERF) -> MembershipNode:
-    return MembershipNode(
+def make(net: MemoryNetwork, i: int, serf: SerfConfig = SERF) -> SerfRuntime:
+    return SerfRuntime(
         LAN,
         f"n{i}",
         net.transport(addr(i), stream_timeout=LAN.tcp_timeout),
@@ -36,7 +37,7 @@ def make(net: MemoryNetwork, i: int, serf: SerfConfig | None = SERF) -> Membersh
     )
 
 
-async def collect(node: MembershipNode, into: list[NodeEvent]) -> None:
+async def collect(node: SerfRuntime, into: list[NodeEvent]) -> None:
     async for ev in node.events:
         into.append(ev)
 
@@ -117,19 +118,20 @@ def test_serf_node_events_queries_tags_and_leave() -> None:
             await wait_until(
                 lambda: next(m for m in nodes[0].serf_members() if m.name == "n3").status == "left"
             )
-            stats = nodes[0].statistics()
-            assert stats.serf is not None and stats.serf.left == 1
+            stats = nodes[0].serf_statistics()
+            assert stats is not None and stats.left == 1
             nursery.cancel_scope.cancel()
 
     run_mock(body)
 
 
-def test_serf_commands_need_a_serf_core_and_a_running_node() -> None:
+def test_serf_commands_need_a_running_node() -> None:
     async def body() -> None:
         net = MemoryNetwork(NetModel(seed=1))
-        plain = make(net, 1, serf=None)
-        with pytest.raises(NotSerfError):
-            await plain.user_event("x", b"", False)
-        assert plain.get_coordinate("n1") is None and plain.serf_members() == []
+        node = make(net, 1)
+        with pytest.raises(NotRunningError):
+            await node.user_event("x", b"", False)
+        assert node.get_coordinate("n1") is None and node.serf_members() == []
+        assert node.serf_statistics() is None
 
     run_mock(body)
