@@ -51,198 +51,58 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Literal
 
 import structlog
 import trio
 
-from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
 from serf_trio.swim.api import (
     Address,
     Delegate,
-    DrivenCore,
     JoinDone,
     LeaveDone,
-    MemberEvent,
     MemberInfo,
-    Notice,
     OpenStream,
     SendPacket,
     Violation,
 )
 from serf_trio.swim.config import SwimConfig
-from serf_trio.swim.node import Memberlist, SwimStats
+from serf_trio.swim.node import Memberlist
 from serf_trio.wire.crypto import Envelope
 
-from .delivery import DeliveryStats, EventQueue, Subscribers
-from .report import report
-from .transport import Datagram, Transport, TransportError, TransportStats
-
-T = TypeVar("T")
-
-NodeEvent = (
-    MemberEvent
-    | Notice
-    | Violation
-    | JoinDone
-    | LeaveDone
-    | SerfMemberEvent
-    | SerfUserEvent
-    | SerfQueryEvent
+from .bus import (
+    DEFAULT_SIZES,
+    BusSizes,
+    C,
+    Call,
+    CoreInput,
+    DriverStats,
+    Flush,
+    JoinError,
+    LeaveCommand,
+    NodeEvent,
+    NotRunningError,
+    Outcome,
+    Periodic,
+    Reply,
+    StreamOutcome,
+    StreamRequest,
+    classify,
 )
+from .delivery import EventQueue, Subscribers
+from .report import report
+from .transport import Datagram, Transport, TransportError
 
-
-class Core(DrivenCore, Protocol):
-    """What the driver needs of a core beyond driving it: join/leave, views and counters
-    (``Memberlist`` and ``SerfNode`` both have them; ``memberlist`` is the core itself or the
-    memberlist a Serf core owns)."""
-
-    @property
-    def memberlist(self) -> Memberlist: ...
-    def join(self, now: float, seeds: Sequence[Address]) -> tuple[int, Sequence[object]]: ...
-    def leave(self, now: float, timeout: float) -> Sequence[object]: ...
-    def statistics(self) -> SwimStats: ...
-
-
-C = TypeVar("C", bound=Core)
-
-
-class JoinError(Exception):
-    """No seed could be synced with; ``errors`` holds one text per seed."""
-
-    def __init__(self, errors: Sequence[str]) -> None:
-        super().__init__("; ".join(errors) or "no seeds given")
-        self.errors = tuple(errors)
-
-
-class NotRunningError(RuntimeError):
-    """An API call that needs the driver was made before ``run`` started (or after it ended)."""
-
-
-class Reply(Generic[T]):
-    """A one-shot reply slot: the driver sets it without ever waiting."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._value: T | None = None
-
-    def set(self, value: T) -> None:
-        if not self._event.is_set():
-            self._value = value
-            self._event.set()
-
-    async def wait(self) -> T:
-        await self._event.wait()
-        return self._value  # type: ignore[return-value]
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs of the core driver
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRequest:
-    """An inbound stream's request message, and where the driver puts the reply."""
-
-    data: bytes
-    reply: Reply[bytes | None]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOutcome:
-    """Result of one ``OpenStream`` effect (reply bytes, or ``None`` + error)."""
-
-    stream_id: int
-    reply: bytes | None
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Flush:
-    """A marker in the outgoing channel: answer ``waiters`` once the sender reaches it."""
-
-    waiters: tuple[Reply[LeaveDone], ...]
-    done: LeaveDone
-
-
-@dataclass(frozen=True, slots=True)
-class Periodic:
-    round: Literal["probe", "gossip", "push_pull"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The answer of a ``Call``: ``error`` is the core's text when it refused."""
-
-    error: str = ""
-    value: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """Run ``call(core, now)`` in the driver and execute its effects.
-
-    ``refusals`` are the exception types by which the core refuses a command (their text
-    becomes ``Outcome.error``); ``on_value`` sees the returned value before the effects run
-    (to register a waiter keyed by it, e.g. a join request or a query id).
-    """
-
-    call: Callable[[Any, float], tuple[int, Sequence[object]]]
-    reply: Reply[Outcome]
-    refusals: tuple[type[Exception], ...] = ()
-    on_value: Callable[[int], None] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveCommand:
-    timeout: float
-    reply: Reply[LeaveDone]
-
-
-CoreInput = Datagram | StreamRequest | StreamOutcome | Periodic | Call | LeaveCommand
-
-
-@dataclass(frozen=True, slots=True)
-class BusSizes:
-    """Buffer sizes of the bus channels (see the module docstring for their policies)."""
-
-    input: int = 1024
-    outgoing: int = 1024
-    events: int = 1024  # per subscriber: non-member events buffered before drops
-    # Concurrent outbound streams; beyond this an OpenStream fails at once ("too many streams").
-    max_streams: int = 128
-
-
-@dataclass(frozen=True, slots=True)
-class DriverStats:
-    """A snapshot of the runtime's counters (the core's own are in ``core``)."""
-
-    core: SwimStats | None  # the core's own counters (None before run)
-    transport: TransportStats
-    delivery: DeliveryStats
-    outgoing_dropped: int
-    violations: int
-    streams_active: int
-    streams_failed: int
-
-    @property
-    def events_dropped(self) -> int:
-        return self.delivery.dropped
-
-
-def classify(ev: object) -> tuple[str, Hashable | None]:
-    """The delivery contract's view of an event: member events coalesce per member."""
-    if isinstance(ev, SerfMemberEvent):
-        return "member", ev.members[0].name if ev.members else None
-    if isinstance(ev, MemberEvent):
-        return "member", ev.member.name
-    if isinstance(ev, SerfUserEvent):
-        return "user_event", None
-    if isinstance(ev, SerfQueryEvent):
-        return "query", None
-    return "other", None
+__all__ = [
+    "BusSizes",
+    "CoreDriver",
+    "DriverStats",
+    "JoinError",
+    "MembershipNode",
+    "NodeEvent",
+    "NotRunningError",
+]
 
 
 class CoreDriver(Generic[C]):
@@ -263,7 +123,7 @@ class CoreDriver(Generic[C]):
         advertise: Address | None = None,
         rng: random.Random | None = None,
         logger: Any = None,
-        sizes: BusSizes = BusSizes(),
+        sizes: BusSizes = DEFAULT_SIZES,
         envelope: Envelope | None = None,
         subscribe_default: bool = True,
     ) -> None:
@@ -300,7 +160,7 @@ class CoreDriver(Generic[C]):
     ) -> None:
         """Run the node until cancelled (or ``stop()``); ``started(advertise address)``."""
         input_send, input_recv = trio.open_memory_channel[CoreInput](self._sizes.input)
-        out_send, out_recv = trio.open_memory_channel[SendPacket | _Flush](self._sizes.outgoing)
+        out_send, out_recv = trio.open_memory_channel[SendPacket | Flush](self._sizes.outgoing)
         with trio.CancelScope() as cancel:
             self._cancel = cancel
             try:
@@ -482,10 +342,10 @@ class CoreDriver(Generic[C]):
             return self.config.gossip_interval
         return self._push_pull_period
 
-    async def _sender(self, out: trio.MemoryReceiveChannel[SendPacket | _Flush]) -> None:
+    async def _sender(self, out: trio.MemoryReceiveChannel[SendPacket | Flush]) -> None:
         async with out:
             async for pkt in out:
-                if isinstance(pkt, _Flush):
+                if isinstance(pkt, Flush):
                     # Everything queued before the marker is on the wire now.
                     for w in pkt.waiters:
                         w.set(pkt.done)
@@ -513,7 +373,7 @@ class CoreDriver(Generic[C]):
         self,
         core: C,
         inputs: trio.MemoryReceiveChannel[CoreInput],
-        out: trio.MemorySendChannel[SendPacket | _Flush],
+        out: trio.MemorySendChannel[SendPacket | Flush],
     ) -> None:
         """The core driver: the only task that calls the core's mutating methods."""
         async with inputs, out, trio.open_nursery() as streams:
@@ -571,7 +431,7 @@ class CoreDriver(Generic[C]):
     def _execute(
         self,
         effects: list[object],
-        out: trio.MemorySendChannel[SendPacket | _Flush],
+        out: trio.MemorySendChannel[SendPacket | Flush],
         streams: trio.Nursery,
     ) -> None:
         """Carry out effects without ever waiting (the driver must not block)."""
@@ -598,7 +458,7 @@ class CoreDriver(Generic[C]):
                 # right after leave() would drop its own goodbye.
                 waiters, self._leave_waiters = self._leave_waiters, []
                 try:
-                    out.send_nowait(_Flush(tuple(waiters), eff))
+                    out.send_nowait(Flush(tuple(waiters), eff))
                 except trio.WouldBlock:
                     for w in waiters:
                         w.set(eff)
