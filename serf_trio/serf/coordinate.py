@@ -9,7 +9,8 @@ the two error estimates, an adjustment term from a 20-sample window, gravity tow
 origin, and a reset when the coordinate stops being finite.
 
 Randomness (the random unit vector for two coincident coordinates) comes from an injected
-``random.Random``.
+``random.Random``.  ``NodeCoordinates`` is what a Serf node keeps: its client and the latest
+coordinate of every peer that answered its probes (serf ping_delegate.go).
 """
 
 from __future__ import annotations
@@ -219,3 +220,36 @@ class VivaldiClient:
         d = [0.0] * len(d)
         d[0] = 1.0
         return d, 0.0
+
+
+class NodeCoordinates:
+    """A node's Vivaldi state (serf ping_delegate.go): our client, the peers' coordinates."""
+
+    __slots__ = ("_enabled", "_peers", "client")
+
+    def __init__(self, client: VivaldiClient, *, enabled: bool = True) -> None:
+        self.client = client
+        self._enabled = enabled  # SerfConfig.disable_coordinates turns it all off
+        self._peers: dict[str, Coordinate] = {}
+
+    def get(self, name: str, local_name: str) -> Coordinate | None:
+        return self.client.coord if name == local_name else self._peers.get(name)
+
+    def ack_payload(self) -> bytes:
+        """What our acks carry: ``01`` + our coordinate (nothing when disabled)."""
+        return encode_ping_payload(self.client.coord) if self._enabled else b""
+
+    def ping_complete(self, node: str, rtt: float, payload: bytes) -> None:
+        """An ack to our direct probe of ``node`` came back after ``rtt`` with ``payload``."""
+        if not self._enabled:
+            return
+        coord = decode_ping_payload(payload)
+        if coord is None:
+            return
+        if self.client.update(node, coord, rtt) is not None:
+            self._peers[node] = coord
+
+    def forget(self, name: str) -> None:
+        """A member was erased: its coordinate and samples go."""
+        self._peers.pop(name, None)
+        self.client.forget(name)

@@ -1,60 +1,127 @@
 """The memberlist ``Delegate`` of a Serf node (serf delegate.go + ping_delegate.go).
 
-memberlist calls these synchronously from inside its own entry points; they forward to the
-``SerfNode`` that owns the core, which collects any effects they cause and returns them from
+memberlist calls these synchronously from inside its own entry points; they go straight to the
+``SerfNode``'s components, which put any effects they cause in the node's outbox, returned from
 the entry point that is running.  Mapping:
 
 * ``node_meta`` -> the encoded tags (``0xFF`` + msgpack map);
 * ``notify_msg`` -> dispatch of one Serf message (intents, events, queries, responses, relays);
+  whatever was news is gossiped on through its queue;
 * ``get_broadcasts`` -> Serf's three queues, intents first, then queries, then events;
-* ``local_state`` / ``merge_remote_state`` -> Serf push/pull state (type 2);
+* ``local_state`` / ``merge_remote_state`` -> Serf push/pull state (type 2, ``pushpull``);
 * ``ack_payload`` / ``notify_ping_complete`` -> Vivaldi coordinates.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
 
-
-class DelegateHost(Protocol):
-    """What ``SerfDelegate`` needs from ``SerfNode``."""
-
-    def _meta(self) -> bytes: ...
-    def _notify_msg(self, now: float, payload: bytes) -> None: ...
-    def _get_broadcasts(self, overhead: int, limit: int) -> list[bytes]: ...
-    def _local_state(self, join: bool) -> bytes: ...
-    def _merge_remote_state(self, now: float, buf: bytes, join: bool) -> None: ...
-    def _ack_payload(self) -> bytes: ...
-    def _ping_complete(self, node: str, rtt: float, payload: bytes) -> None: ...
+from ..swim.api import Address, SendPacket
+from ..wire.codec import DecodeError
+from .context import NodeContext
+from .coordinate import NodeCoordinates
+from .events import UserEvents
+from .membership import Membership
+from .messages import Join, Leave, Query, QueryResponse, Relay, UserEvent, decode
+from .pushpull import StateExchange
+from .queries import Queries
 
 
 class SerfDelegate:
-    """Implements ``swim.api.Delegate`` on behalf of a ``SerfNode``."""
+    """Implements ``swim.api.Delegate`` for one Serf node's components."""
 
-    __slots__ = ("_host",)
+    __slots__ = (
+        "_accepting",
+        "_coords",
+        "_events",
+        "_membership",
+        "_meta",
+        "_out",
+        "_queries",
+        "_state",
+        "_user_packet",
+    )
 
-    def __init__(self, host: DelegateHost) -> None:
-        self._host = host
+    def __init__(
+        self,
+        ctx: NodeContext,
+        membership: Membership,
+        events: UserEvents,
+        queries: Queries,
+        state: StateExchange,
+        coords: NodeCoordinates,
+        *,
+        meta: Callable[[], bytes],
+        accepting: Callable[[], bool],
+        user_packet: Callable[[Address, bytes], SendPacket],
+    ) -> None:
+        self._out = ctx.out
+        self._membership = membership
+        self._events = events
+        self._queries = queries
+        self._state = state
+        self._coords = coords
+        self._meta = meta  # our encoded tags
+        self._accepting = accepting  # False once the node is shut down
+        self._user_packet = user_packet
 
     def node_meta(self, limit: int) -> bytes:
-        meta = self._host._meta()
+        meta = self._meta()
         return meta if len(meta) <= limit else b""
 
     def notify_msg(self, now: float, payload: bytes) -> None:
-        if payload:  # serf: an empty user message is ignored
-            self._host._notify_msg(now, payload)
+        if not payload:  # serf: an empty user message is ignored
+            return
+        if not self._accepting():
+            return
+        try:
+            msg = decode(payload)
+        except DecodeError as exc:
+            self._out.violation(str(exc))
+            return
+        if isinstance(msg, Leave):
+            if self._membership.handle_leave_intent(now, msg):
+                self._membership.queue.queue(None, payload)
+        elif isinstance(msg, Join):
+            if self._membership.handle_join_intent(now, msg):
+                self._membership.queue.queue(None, payload)
+        elif isinstance(msg, UserEvent):
+            if self._events.handle(msg):
+                self._events.queue.queue(None, payload)
+        elif isinstance(msg, Query):
+            if self._queries.receive(now, msg):
+                self._queries.queue.queue(None, payload)
+        elif isinstance(msg, QueryResponse):
+            self._queries.handle_response(now, msg)
+        elif isinstance(msg, Relay):
+            # serf handleRelay: forward the inner message as a bare user packet.
+            self._out.emit(self._user_packet(msg.dest, msg.inner))
+        else:
+            self._out.violation("serf: push/pull state outside a push/pull")
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
-        return self._host._get_broadcasts(overhead, limit)
+        # serf delegate GetBroadcasts: intents, then queries, then events, in what is left.
+        msgs: list[bytes] = []
+        used = 0
+        for q in (self._membership.queue, self._queries.queue, self._events.queue):
+            if limit - used <= overhead:
+                break
+            got = q.get_broadcasts(overhead, limit - used)
+            used += sum(len(m) + overhead for m in got)
+            msgs.extend(got)
+        return msgs
 
     def local_state(self, join: bool) -> bytes:
-        return self._host._local_state(join)
+        return self._state.local_state(join)
 
     def merge_remote_state(self, now: float, buf: bytes, join: bool) -> None:
-        self._host._merge_remote_state(now, buf, join)
+        self._state.merge_remote_state(now, buf, join)
 
     def ack_payload(self) -> bytes:
-        return self._host._ack_payload()
+        return self._coords.ack_payload()
 
     def notify_ping_complete(self, node: str, rtt: float, payload: bytes) -> None:
-        self._host._ping_complete(node, rtt, payload)
+        self._coords.ping_complete(node, rtt, payload)
+
+
+__all__ = ["SerfDelegate"]

@@ -1,0 +1,33 @@
+"""``NodeContext``: what every component of one ``SerfNode`` shares.
+
+The node is a façade over components that each own one concern (``membership``, ``reaper``,
+``queries``, ``internal_queries``, ``events``, ``pushpull``, ``leave``).  They all need the
+same few things - the config, who we are, the seeded RNG, where effects go, the member table
+and whether we are still alive - and get them here; anything more specific (a clock, a queue,
+another component, a memberlist call) is passed to each one explicitly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..swim.api import Address
+from .config import SerfConfig
+from .effects import Outbox
+from .members import MemberState
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    config: SerfConfig
+    name: str  # the local node
+    addr: Address
+    rng: random.Random  # the node's only randomness: draws happen in a fixed order
+    out: Outbox
+    members: dict[str, MemberState]  # the Serf member table (the local node included)
+    is_alive: Callable[[], bool]  # our own lifecycle is "alive" (not leaving/left/shutdown)
+
+
+__all__ = ["NodeContext"]
