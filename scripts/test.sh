@@ -3,6 +3,8 @@
 # simulator, real sockets and interop with HashiCorp's serf agent.
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -m "not slow and not realnet and not interop"   # the fast set only
+#   COVERAGE=1 bash scripts/test.sh # also line coverage of serf_trio (terminal report, no
+#                                   # threshold; agents run as child processes are not measured)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +29,8 @@ fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+cov=()
+if [ "${COVERAGE:-0}" = 1 ]; then
+  cov=(--cov=serf_trio --cov-report=term --cov-fail-under=0)
+fi
+.venv/bin/pytest -q -p no:cacheprovider ${cov[@]+"${cov[@]}"} "$@"

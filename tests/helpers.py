@@ -1,6 +1,6 @@
 """Helpers the tests share: free ports, polling with a deadline, child processes that are
-always reaped, and running a trio test under an autojumping ``MockClock`` on the in-memory
-network's addresses.
+always reaped, running a trio test under an autojumping ``MockClock`` on the in-memory
+network's addresses, and the "nothing left to gossip" signal absence checks wait for.
 
 Importable as ``helpers`` from any test folder: ``pyproject.toml`` puts ``tests/`` on
 ``sys.path`` (``pythonpath``), since most test folders are not packages.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,6 +78,21 @@ async def wait_until(
     with trio.fail_after(within):
         while not cond():  # noqa: ASYNC110 - polling a read-only view with a deadline
             await trio.sleep(interval)
+
+
+SERF_QUEUES = ("intent_queue", "event_queue", "query_queue")
+
+
+def broadcasts_drained(stats: Iterable[Mapping[str, Mapping[str, str]]]) -> bool:
+    """Whether none of these agents has a Serf broadcast (intent, user event, query) queued.
+
+    ``stats`` are RPC ``stats`` answers (``Agent.stats()`` in process; the real ``serf`` has the
+    same keys).  A broadcast leaves its queue after its last retransmission, and a node queues
+    only what is new to it, so once every node of a cluster is drained at the same time no
+    gossip about anything sent before can still arrive: the positive signal a check that
+    something does *not* happen (a replayed event, a stale leave) waits for.
+    """
+    return all(s["serf"][q] == "0" for s in stats for q in SERF_QUEUES)
 
 
 class Procs:

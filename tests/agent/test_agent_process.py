@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from serf_trio.rpc.client import RpcClient
 
@@ -113,11 +114,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
 
 
 def wait_until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_for(cond, what, WAIT)
 
 
 def agent_args(tmp_path: Path, name: str, *extra: str) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 from agent_harness import make_agent
-from helpers import free_port, wait_until
+from helpers import broadcasts_drained, free_port, wait_until
 from structlog.testing import capture_logs
 
 from serf_trio.agent import Agent
@@ -51,6 +51,11 @@ async def cluster(*agents: Agent) -> AsyncIterator[tuple[trio.Nursery, list[trio
         nursery.cancel_scope.cancel()
 
 
+def host_port(agent: Agent) -> str:
+    assert agent.addr is not None
+    return f"{agent.addr.host}:{agent.addr.port}"
+
+
 def alive(agent: Agent) -> set[str]:
     return {m.name for m in agent.members() if m.status == "alive"}
 
@@ -65,6 +70,11 @@ def handler_timeouts(agent: Agent, spec: str) -> int:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
+
+
+def ran_last(path: Path, suffix: str) -> bool:
+    got = lines(path)
+    return bool(got) and got[-1].endswith(suffix)
 
 
 def largest_admitted_payload(name: str, limit: int) -> int:
@@ -97,15 +107,24 @@ async def user_event_once(tmp_path: Path) -> None:
             await wait_until(lambda: all(len(lines(runs / n)) == 1 for n in ("a", "b", "c")))
             # a late joiner with replay gets the old event once, and its push/pull hands the
             # event back to a, which must not run it again
-            d = make_agent(tmp_path, "d", f"--event-handler=user:deploy=echo x >> {runs}/d")
+            d = make_agent(tmp_path, "d", handler)
             await nursery.start(run_agent, d)
             assert a.addr is not None
             await d.join([f"{a.addr.host}:{a.addr.port}"], True)
             await wait_until(lambda: len(lines(runs / "d")) == 1)
-            await trio.sleep(1.5)  # gossip retransmits come and go
-            counts = {n: len(lines(runs / n)) for n in ("a", "b", "c", "d")}
-            assert counts == {"a": 1, "b": 1, "c": 1, "d": 1}
-            assert lines(runs / "b")[0].endswith("v" * 10)
+            # Every way the event could reach a node again, made to happen now: d pushes/pulls
+            # with a, b and c (a join with replay: both ends merge the other's whole event
+            # buffer), then no broadcast is left to gossip anywhere.
+            assert await d.join([host_port(x) for x in agents], True) == 3
+            await wait_until(lambda: broadcasts_drained(x.stats() for x in (*agents, d)))
+            # A barrier: a node's handler runs its events one at a time in arrival order, so a
+            # second run of the first event would be written before this one.
+            await a.user_event("deploy", b"after", False)
+            names = ("a", "b", "c", "d")
+            await wait_until(lambda: all(ran_last(runs / n, " after") for n in names))
+            for n in names:
+                got = lines(runs / n)  # exactly two runs: nothing replayed in between
+                assert len(got) == 2 and got[0].endswith("v" * 10), (n, got)
 
 
 def test_query_collects_every_handler_response(tmp_path: Path) -> None:
@@ -243,7 +262,7 @@ async def leave_restart(tmp_path: Path) -> None:
             await b.leave()
             await wait_until(lambda: status_of(a, "b") == "left")
             await wait_until(lambda: status_of(c, "b") == "left")
-            await trio.sleep(1.0)
+            await trio.sleep(1.0)  # the scenario: restart one second after the leave
             b2 = make_agent(tmp_path, "b", port=port)
             await nursery.start(run_agent, b2)
             assert a.addr is not None
@@ -252,5 +271,11 @@ async def leave_restart(tmp_path: Path) -> None:
             for ag in (a, b2, c):
                 await wait_until(lambda ag=ag: alive(ag) == {"a", "b", "c"})  # type: ignore[misc]
             assert trio.current_time() - t0 < 10
-            await trio.sleep(1.0)  # and it stays alive (no stale leave intent wins)
-            assert status_of(a, "b") == "alive" and status_of(c, "b") == "alive"
+            # ...and it stays alive: no stale leave intent wins later.  Wait until no intent is
+            # left to gossip anywhere, then push/pull every pair (a join: both ends merge the
+            # other's member clocks and left members).
+            await wait_until(lambda: broadcasts_drained(x.stats() for x in (a, b2, c)))
+            assert await b2.join([host_port(a), host_port(c)], False) == 2
+            assert await c.join([host_port(a)], False) == 1
+            for ag in (a, b2, c):
+                assert alive(ag) == {"a", "b", "c"}, (ag.node_name, ag.members())

@@ -1,5 +1,5 @@
 """Snapshots: the writer's file I/O (append, fsync on leave, atomic compaction, bad files) and,
-with real processes, a SIGKILLed agent that restarts from its snapshot."""
+with real processes, an agent that restarts from its snapshot after a SIGKILL or a leave."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
-from helpers import Procs, free_port, wait_for
+from helpers import Procs, broadcasts_drained, free_port, wait_for
 from structlog.testing import capture_logs
 
 import serf_trio.serf.snapshot as snapshot_rules
@@ -120,11 +119,35 @@ def statuses(sock: Path) -> dict[str, str]:
         return {m.name: m.status for m in c.members()}
 
 
+def stats(sock: Path) -> dict[str, dict[str, str]]:
+    with RpcClient(socket_path=str(sock)) as c:
+        return c.stats()
+
+
+def replay_join(sock: Path, port: int) -> int:
+    """An RPC join with replay: the push/pull delivers every event in the seed's buffer that is
+    newer than this agent's event clock (which only the snapshot restored)."""
+    with RpcClient(socket_path=str(sock)) as c:
+        return c.join([f"127.0.0.1:{port}"], replay=True)
+
+
+def send_event(sock: Path, name: str) -> None:
+    with RpcClient(socket_path=str(sock)) as c:
+        c.event(name, b"", coalesce=False)
+
+
 @pytest.mark.realnet
 @pytest.mark.slow
 def test_sigkill_restart_rejoins_from_snapshot_and_replays_nothing(
     tmp_path: Path, procs: Procs
 ) -> None:
+    """A SIGKILLed agent and, later, one that left gracefully restart from their snapshot and
+    run no old event again, although a join with replay hands them every old event.
+
+    After the SIGKILL the snapshot rejoin (a join without replay) also raises the event floor
+    to a's clock; after the leave there is no rejoin, so the restored event clock is the only
+    thing that keeps "first" and "second" from running again (checked: with the snapshot's
+    ``event-clock`` lines removed before that restart, both run again and the test fails)."""
     pa, pb = free_port(), free_port()
     sa, sb = tmp_path / "a.sock", tmp_path / "b.sock"
     runs = tmp_path / "runs"
@@ -139,20 +162,38 @@ def test_sigkill_restart_rejoins_from_snapshot_and_replays_nothing(
     wait_until(lambda: statuses(sa) == {"a": "alive"}, "a is up")  # before b's start join
     b = spawn(procs, tmp_path, "b", *b_args, f"--join=127.0.0.1:{pa}")
     wait_until(lambda: statuses(sa) == {"a": "alive", "b": "alive"}, "b joined")
-    with RpcClient(socket_path=str(sa)) as c:
-        c.event("first", b"", coalesce=False)
+    send_event(sa, "first")
     wait_until(lambda: runs.exists() and runs.read_text() == "first\n", "handler ran once")
     wait_until(lambda: "event-clock:" in snap.read_text(), "event clock recorded")
+
+    def replays_nothing_then_runs(new: str, ran: str) -> None:
+        # The join's push/pull has carried a's whole event buffer to b by the time it returns,
+        # and once both queues are drained no gossip of an old event can still arrive.  b's
+        # handler runs its events one at a time in arrival order, so an old event delivered
+        # again would be written before ``new``.
+        assert replay_join(sb, pa) == 1
+        wait_until(
+            lambda: broadcasts_drained([stats(sa), stats(sb)]), "no broadcast left to gossip"
+        )
+        send_event(sa, new)
+        wait_until(lambda: runs.read_text().endswith(f"{new}\n"), f"{new} runs")
+        assert runs.read_text() == ran
 
     b.send_signal(signal.SIGKILL)
     b.wait(timeout=WAIT)
     # restart without --join: the snapshot's members are rejoined
-    spawn(procs, tmp_path, "b", *b_args)
+    b = spawn(procs, tmp_path, "b", *b_args)
     wait_until(lambda: statuses(sb) == {"a": "alive", "b": "alive"}, "b rejoined")
     wait_until(lambda: statuses(sa) == {"a": "alive", "b": "alive"}, "a sees b")
     assert '"snapshot_rejoined"' in (tmp_path / "b.log").read_text()
-    time.sleep(2.0)  # a push/pull or gossip replay would have run the old event by now
-    assert runs.read_text() == "first\n"
-    with RpcClient(socket_path=str(sa)) as c:
-        c.event("second", b"", coalesce=False)
-    wait_until(lambda: runs.read_text() == "first\nsecond\n", "the new event runs")
+    replays_nothing_then_runs("second", "first\nsecond\n")
+
+    # Across a graceful leave the snapshot keeps the clocks too (it only stops the rejoin).
+    with RpcClient(socket_path=str(sb)) as c:
+        c.leave()
+    wait_until(lambda: statuses(sa) == {"a": "alive", "b": "left"}, "b left")
+    assert b.wait(timeout=WAIT) == 0
+    spawn(procs, tmp_path, "b", *b_args)
+    wait_until(lambda: statuses(sb) == {"b": "alive"}, "b is up alone (no rejoin after a leave)")
+    replays_nothing_then_runs("third", "first\nsecond\nthird\n")
+    wait_until(lambda: statuses(sa) == {"a": "alive", "b": "alive"}, "b alive again")

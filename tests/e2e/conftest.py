@@ -9,7 +9,9 @@ allocation time, never handed out twice in one session).  Each agent:
 * runs the event-handler script written by :func:`handler_script`, which appends one line per
   event to ``NAME.events`` (so tests count handler runs by reading that file).
 
-Waiting is always :func:`wait_for` (poll a condition until a deadline), never a fixed sleep.
+Waiting is always :func:`wait_for` (poll a condition until a deadline), never a fixed sleep; a
+check that something does *not* happen first makes its causes happen and waits for them (a
+join with replay, :func:`wait_drained`, a barrier event behind the one that must not rerun).
 """
 
 from __future__ import annotations
@@ -94,6 +96,16 @@ def wait_each(
     """:func:`wait_for` ``cond(agent)`` for every agent in turn (one deadline each)."""
     for a in agents:
         wait_for(functools.partial(cond, a), f"{a.name}: {what}", timeout)
+
+
+def wait_drained(agents: Sequence[Agent], timeout: float = WAIT) -> None:
+    """Wait until none of ``agents`` has a Serf broadcast queued (RPC ``stats``), all at once:
+    nothing sent before can still arrive by gossip (:func:`helpers.broadcasts_drained`)."""
+    wait_for(
+        lambda: helpers.broadcasts_drained(a.stats() for a in agents),
+        "no broadcast left to gossip",
+        timeout,
+    )
 
 
 # -- CLI helpers -------------------------------------------------------------------------------

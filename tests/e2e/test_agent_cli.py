@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -174,9 +173,16 @@ def test_sighup_swaps_the_handlers_that_run(cluster: Cluster) -> None:
     wait_for(lambda: n1.logs_with("config_reloaded"), "the reload")
     for name in ("before", "after"):
         assert n1.cli("event", "--no-coalesce", name).returncode == 0
-    wait_for(lambda: n1.user_events("after"), "the new handler")
-    settle = time.monotonic() + 1.0  # the old handler would have run alongside the new one
-    while time.monotonic() < settle:
-        assert len(n1.user_events("before")) == 1
-        time.sleep(0.1)
+
+    def logged(event: str, name: str) -> int:
+        return sum(1 for r in n1.logs_with(event) if r.get("name") == name)
+
+    # The agent delivered the second "before" (debug line ``user_event``) ahead of "after", and
+    # the new handler's run of "after" is over: a handler still subscribed to "before" was
+    # handed it first and would have started it (``handler_started``) by now.
+    wait_for(lambda: logged("user_event", "before") == 2, "the second before delivered")
+    wait_for(lambda: logged("handler_exited", "after"), "the new handler's run")
+    assert n1.user_events("after")
+    assert logged("handler_started", "before") == 1  # the run before the reload only
+    assert len(n1.user_events("before")) == 1
     assert n1.alive() and n1.sees(n1="alive")  # reloaded without leaving

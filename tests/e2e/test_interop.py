@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .conftest import Agent, Cluster, need_serf, wait_each, wait_for
+from .conftest import Agent, Cluster, need_serf, wait_drained, wait_each, wait_for
 
 pytestmark = [pytest.mark.realnet, pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -39,7 +39,16 @@ def test_user_events_run_handlers_both_ways(pair: tuple[Agent, Agent, Cluster]) 
         lambda a: a.user_events("from-go") and a.user_events("from-py"),
         "handlers for from-go and from-py",
     )
-    # Exactly once each (the event arrived by gossip and may come back by push/pull).
+    # Exactly once each, although both come back by push/pull: a join with replay each way
+    # makes both ends merge the other's whole event buffer now.  Once no broadcast is left on
+    # either side, a barrier event: a handler runs its events one at a time in arrival order,
+    # so a second run of from-go or from-py would be written before the barrier's.
+    assert t1.cli("join", "--replay", r1.addr).returncode == 0
+    proc = r1.serf_cli("join", "-replay", t1.addr)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wait_drained((r1, t1))
+    assert t1.cli("event", "--no-coalesce", "both-ways-barrier").returncode == 0
+    wait_each((r1, t1), lambda a: a.user_events("both-ways-barrier"), "the barrier's handler")
     for a in (r1, t1):
         assert [len(a.user_events(n)) for n in ("from-go", "from-py")] == [1, 1]
     # Same LTime on both sides: the Lamport clocks agree.
