@@ -34,26 +34,30 @@ query we started follow the same rule per query (``QUERY_BUFFER`` unread replies
 **Errors.** ``JoinError`` (no seed reachable, one text per seed), ``SerfError`` (the cluster
 protocol refused: size limits, late or second responses; Serf's wording), ``NotRunningError``
 (the node is not running), ``KeyringError`` (a key that cannot be used), ``ValueError`` for bad
-arguments (addresses, filters).
+arguments (addresses, filters), ``OSError`` from ``run``/``open_node`` when the address cannot
+be bound.  Each comes out as itself: ``open_node`` does not wrap the block's own exception
+or a failure to start in an ``ExceptionGroup``.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 import trio
 
 from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.delivery import EventQueue
-from serf_trio.runtime.driver import BusSizes, NodeEvent
+from serf_trio.runtime.driver import BusSizes, NodeEvent, NotRunningError
 from serf_trio.runtime.serf_runtime import KeyringPersister, QueryStream, SerfRuntime
 from serf_trio.runtime.stats import Section, StatsRegistry
 from serf_trio.runtime.transport import Transport, UdpTcpTransport, WireCrypto, parse_hostport
 from serf_trio.serf.config import SerfConfig
+from serf_trio.serf.coordinate import Coordinate
 from serf_trio.serf.filters import parse_filter
 from serf_trio.serf.internal import KeyReport
 from serf_trio.serf.node import RestoredState
@@ -161,7 +165,8 @@ class Node:
         self.name = name
         self._tags = dict(tags or {})
         self._stopped = trio.Event()
-        self._left = False  # leave() was called (open_node must not leave twice)
+        self._ending = False  # leave() or stop() was called: open_node must not leave (again)
+        self._ran = False  # run() was called: a node runs once
         self.registry = StatsRegistry()
         rt = self._runtime
         self.registry.register("serf", rt.serf_statistics)
@@ -177,9 +182,20 @@ class Node:
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until ``leave()``/``stop()`` or cancellation; ``started(advertised address)``.
-        Start it with ``await nursery.start(node.run)``."""
+        Start it with ``await nursery.start(node.run)``.  A node runs once (its subscriptions
+        end with it): ``RuntimeError`` the second time; make a new ``Node`` to rejoin."""
+        if self._ran:
+            raise RuntimeError(f"node {self.name!r} has already run; make a new Node to rejoin")
+        self._ran = True
         try:
             await self._runtime.run(task_status=task_status)
+        except BaseExceptionGroup as group:
+            # It could not start (e.g. the address is in use): raise that error itself, not
+            # the runtime's nursery group around it.
+            error = _only_error(group)
+            if self._runtime.addr is None and error is not None:
+                raise error from None
+            raise
         finally:
             self._stopped.set()
 
@@ -187,6 +203,15 @@ class Node:
     def addr(self) -> Address | None:
         """The advertised address (``None`` before the node runs)."""
         return self._runtime.addr
+
+    @property
+    def address(self) -> Address:
+        """The advertised address of a node that has started (``addr`` without ``None``, e.g.
+        for ``other.join(node.address)``); ``NotRunningError`` before ``run`` started."""
+        addr = self._runtime.addr
+        if addr is None:
+            raise NotRunningError("the node has not started")
+        return addr
 
     @property
     def running(self) -> bool:
@@ -212,18 +237,24 @@ class Node:
 
     async def leave(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - protocol
         """Leave gracefully, then stop: broadcast the leave intent, wait until it has spread
-        (at most ``timeout``, default Serf's broadcast timeout), then stop the node.  True if
-        the broadcast timed out (peers will learn of the leave by gossip or see a failure)."""
+        (at most ``timeout``, default Serf's broadcast timeout), then stop the node and return
+        once ``run`` has returned (every task of the node has ended).  True if the broadcast
+        timed out (peers will learn of the leave by gossip or see a failure)."""
         rt = self._runtime
+        if not rt.running:
+            raise NotRunningError("the node is not running")
         limit = rt.serf_config.broadcast_timeout if timeout is None else timeout
-        self._left = True
+        self._ending = True
         try:
-            return await rt.leave(limit)
+            timed_out = await rt.leave(limit)
         finally:
             rt.stop()
+        await self._stopped.wait()
+        return timed_out
 
     def stop(self) -> None:
         """Stop at once, without a leave (peers will see this node fail)."""
+        self._ending = True
         self._runtime.stop()
 
     # -- views ---------------------------------------------------------------------------
@@ -244,6 +275,19 @@ class Node:
     def tags(self) -> dict[str, str]:
         core = self._runtime.serf
         return dict(core.tags) if core is not None else dict(self._tags)
+
+    def clocks(self) -> Clocks | None:
+        """The three Lamport clocks now (``None`` before ``run``): member (intents), event
+        (user events) and query; what a snapshot records and what the next message carries."""
+        core = self._runtime.serf
+        if core is None:
+            return None
+        return Clocks(core.clock.time(), core.event_clock.time(), core.query_clock.time())
+
+    def coordinate(self, name: str | None = None) -> Coordinate | None:
+        """The Vivaldi network coordinate of a member (this node by default), as Serf's
+        ``GetCoordinate``/``GetCachedCoordinate`` give it; ``None`` if unknown."""
+        return self._runtime.get_coordinate(self.name if name is None else name)
 
     def num_alive(self) -> int:
         """memberlist's NumMembers: alive and suspect nodes, this one included."""
@@ -295,9 +339,11 @@ class Node:
         )
         return QueryReplies(self._runtime, params)
 
-    async def respond(self, query: QueryEvent, payload: bytes) -> None:
-        """Answer a delivered query; ``SerfError`` when late, already answered or too large."""
-        await self._runtime.respond(query.token, payload)
+    async def respond(self, query: QueryEvent | int, payload: bytes) -> None:
+        """Answer a delivered query (the event, or its ``token`` for callers that hold only
+        that, e.g. an RPC client); ``SerfError`` when late, already answered or too large."""
+        token = query if isinstance(query, int) else query.token
+        await self._runtime.respond(token, payload)
 
     async def set_tags(self, tags: Mapping[str, str]) -> None:
         """Replace this node's tags (the others see member-update); ``SerfError`` past 512
@@ -335,6 +381,12 @@ class Node:
     def runtime(self) -> SerfRuntime:
         """The runtime under this node (for the agent and tests; not a stable API)."""
         return self._runtime
+
+
+class Clocks(NamedTuple):
+    member: int
+    event: int
+    query: int
 
 
 class QueryReplies:
@@ -399,20 +451,54 @@ async def open_node(
     """Run a ``Node`` for the duration of an ``async with`` block (module docstring): it is
     bound and running when the block starts; a normal exit or an exception leaves gracefully
     (shielded, at most ``leave_timeout`` plus Serf's leave propagation delay); cancellation
-    from outside stops it at once.  ``options`` are ``Node``'s keyword arguments."""
+    from outside stops it at once.  ``options`` are ``Node``'s keyword arguments.
+
+    Errors come out as themselves, not wrapped in an ``ExceptionGroup`` by the nursery inside:
+    the block's own exception (after the leave), and the node's failure to start (e.g.
+    ``OSError`` when the address is in use; the block does not run then)."""
     node = Node(name, **options)
+    error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        cancelled = False
         try:
-            yield node
-        except trio.Cancelled:
-            cancelled = True
-            raise
-        finally:
-            if not cancelled and node.running and not node._left:
+            await nursery.start(node.run)
+        except Exception as exc:
+            error = exc
+        else:
+            try:
+                yield node
+            except BaseException as exc:
+                if isinstance(exc, GeneratorExit) or _cancelled():
+                    # Cancelled from outside (possibly inside a group from the block's own
+                    # nurseries): stop at once, no leave.
+                    nursery.cancel_scope.cancel()
+                    raise
+                error = exc
+            if node.running and not node._ending:
                 await _shielded_leave(node, leave_timeout)
-            nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+def _cancelled() -> bool:
+    """Whether the calling task is in a cancelled scope."""
+    return trio.current_effective_deadline() == -math.inf
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The single ``Exception`` in a (nested) group, if that is all it holds."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    only = leaves[0] if len(leaves) == 1 else None
+    return only if isinstance(only, Exception) else None
 
 
 async def _shielded_leave(node: Node, timeout: float | None) -> None:  # noqa: ASYNC109

@@ -53,7 +53,7 @@ def test_two_nodes_join_exchange_events_queries_tags_and_leave() -> None:
                         await a.respond(q, b"me:" + q.payload)
 
             nursery.start_soon(answer)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             replies = await b.query("who", b"x", timeout=2.0).collect()
             assert [(r.node, r.payload) for r in replies] == [("n1", b"me:x")]
 

@@ -99,3 +99,25 @@ def test_tcp_refused_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert proc.stderr == (
         "Error connecting to serf-trio agent at 127.0.0.1:1: Connection refused\n"
     )
+
+
+def test_module_entry_point_imports_no_heavy_module(tmp_path: Path) -> None:
+    """``python -m serf_trio.cli`` (the fallback of ``serf_trio_cmd``), as the interpreter
+    reports its imports with ``-X importtime``: ``__main__`` and the package's lazy library
+    exports included, nothing heavy.  ``import serf_trio`` alone: ``tests/api``."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "serf_trio.cli", "members", "--help"],
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        timeout=TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # stderr lines: "import time: self [us] | cumulative | imported package".
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert {"serf_trio", "serf_trio.cli", "typer"} <= imported
+    assert sorted({m.split(".")[0] for m in imported} & set(HEAVY)) == []
