@@ -1,4 +1,5 @@
-"""Files the agent owns on disk: the tags file (read at start, rewritten when tags change).
+"""Files the agent owns on disk: the tags file (read at start, rewritten when tags change)
+and the keyring file (rewritten whenever a key query changes the keyring).
 
 Rule: a file is replaced atomically (temp file in the same directory, fsync, rename, fsync the
 directory) so a crash leaves the old or the new content, never a torn one.  These functions
@@ -11,6 +12,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from serf_trio.wire.keyring import encode_key
 
 from .config import ConfigError
 
@@ -49,3 +52,9 @@ def read_tags_file(path: Path) -> dict[str, str]:
     ):
         raise ConfigError(f"{path}: config key 'tags_file': expected a JSON map of strings")
     return dict(raw)
+
+
+def write_keyring_file(path: Path, keys: tuple[bytes, ...]) -> None:
+    """Serf's keyring file: a JSON list of base64 keys, primary first, written atomically with
+    mode 0600 (``mkstemp`` creates the temp file so)."""
+    write_json_atomically(path, [encode_key(k) for k in keys])

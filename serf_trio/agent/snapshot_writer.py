@@ -44,6 +44,16 @@ SHUTDOWN_FLUSH_LIMIT = 5.0  # seconds the final flush + fsync may take at shutdo
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotStatistics:
+    """The writer's counters (the agent's ``stats`` section ``snapshot``)."""
+
+    dropped: int  # texts dropped on a full channel (healed by the next compaction)
+    write_errors: int
+    compactions: int
+    size: int  # bytes in the file as last written
+
+
+@dataclass(frozen=True, slots=True)
 class _Sync:
     """Marker: fsync the file once everything queued before it is written."""
 
@@ -131,6 +141,9 @@ class SnapshotWriter:
         self.dropped = 0
         self.write_errors = 0
         self.compactions = 0
+
+    def statistics(self) -> SnapshotStatistics:
+        return SnapshotStatistics(self.dropped, self.write_errors, self.compactions, self._size)
 
     # --- producers (never wait) ---------------------------------------------------------
 

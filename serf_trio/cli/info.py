@@ -1,7 +1,10 @@
 """``info``, ``rtt`` and ``reachability``: what operators ask the agent when debugging.
 
-* ``info``: the agent's ``stats`` sections (agent, runtime, serf, tags, event_handlers), as
-  ``serf info`` prints them (``section:`` then tab-indented ``key = value``, sorted) or as JSON.
+* ``info``: the agent's ``stats`` sections as ``serf info`` prints them (``section:`` then
+  tab-indented ``key = value``, sorted) or as JSON (every section).  Serf's own sections (agent,
+  runtime, serf, tags, event_handlers, and encryption) come first; the component counters
+  serf-trio adds (memberlist, transport, delivery, handlers, rpc, ...) follow after a blank
+  line, so a reader of Serf's output finds what it expects where it expects it.
 * ``rtt A [B]``: the round trip time estimated from two Vivaldi coordinates (B defaults to the
   agent's own node): ``|a.Vec - b.Vec| + a.Height + b.Height``, plus both adjustments if that
   keeps it positive (SERF.md 11; serf ``coordinate.DistanceTo``).
@@ -46,9 +49,20 @@ def info(
     if output is OutputFormat.json:
         echo_json({k: dict(sorted(v.items())) for k, v in sorted(stats.items())})
         return
-    for section, values in sorted(stats.items()):
+    from serf_trio.rpc.api import AGENT_STATS_SECTIONS
+
+    own = sorted(s for s in stats if s in AGENT_STATS_SECTIONS)
+    extra = sorted(s for s in stats if s not in AGENT_STATS_SECTIONS)
+    _print_sections(stats, own)
+    if own and extra:
+        typer.echo("")
+    _print_sections(stats, extra)
+
+
+def _print_sections(stats: dict[str, dict[str, str]], names: list[str]) -> None:
+    for section in names:
         typer.echo(f"{section}:")
-        for key, value in sorted(values.items()):
+        for key, value in sorted(stats[section].items()):
             typer.echo(f"\t{key} = {value}")
 
 

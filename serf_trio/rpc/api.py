@@ -32,6 +32,11 @@ class AgentError(Exception):
 
 NOT_SUPPORTED = "Feature not supported"
 
+# The agent's own ``stats`` sections (Serf's, plus serf-trio's ``encryption``), with the keys and
+# string values Serf clients parse.  Any other section holds a component's counters (the node's
+# stats registry: ``memberlist``, ``transport``, ``handlers``, ``rpc``, ...), also as strings.
+AGENT_STATS_SECTIONS = ("agent", "runtime", "serf", "tags", "event_handlers", "encryption")
+
 
 class RpcMember(NamedTuple):
     """A member as RPC clients see it (``members`` / stream records)."""
@@ -150,7 +155,9 @@ class AgentAPI(Protocol):
         """
         ...
 
-    def stats(self) -> dict[str, dict[str, str]]: ...
+    def stats(self) -> dict[str, dict[str, str]]:
+        """``AGENT_STATS_SECTIONS`` first, then any component sections; every value a string."""
+        ...
 
     def get_coordinate(self, node: str) -> Coordinate | None: ...
 

@@ -1,4 +1,4 @@
-"""What the runtime (``SerfRuntime``) logs, on the in-memory network: a member that never answers a key
+"""What ``SerfRuntime`` logs, on the in-memory network: a member that never answers a key
 operation is named (its keyring may now differ from the others'), and a notice about another
 node names it ``member`` without overwriting the line's own ``node``."""
 
