@@ -6,7 +6,10 @@ the TCP fallback ping (memberlist state.go probeNode), suspicion with confirmati
 incarnation rules for alive/suspect/dead (state.go aliveNode/suspectNode/deadNode) and graceful
 leave.  Scaling math is in ``formulas``, the member
 table in ``members``, the broadcast queue in ``broadcast``, the suspicion record in
-``suspicion`` and local health in ``awareness``.
+``suspicion`` and local health in ``awareness``.  What remains here (about 1,000 lines) stays one
+module on purpose: the alive/suspect/dead rules, the probe round and push/pull merge all read
+and write the same member records and incarnations under memberlist's ordering rules, and
+splitting those transitions across files would split the invariants they share.
 
 The object never does I/O and never reads a clock: every method takes ``now`` and returns the
 effects (``api.Effect``) the driver must carry out.  Internal timers live in one heap of
