@@ -17,11 +17,15 @@ Rules this module owns:
   start join (a failed start join is fatal, as in Serf), ``READY=1``, retry join and watchdog.
 * **Signals**: SIGINT leaves gracefully (unless ``skip_leave_on_interrupt``), SIGTERM leaves only
   with ``leave_on_terminate``; both then exit 0.  A second SIGINT/SIGTERM during the leave stops
-  at once.  SIGHUP reloads (``reload``), between ``RELOADING=1`` and ``READY=1``.
-* **Graceful leave** (signal or RPC ``leave``): the snapshot's ``leave`` record, then
-  ``Node.leave``: the leave intent (at most ``broadcast_timeout``), memberlist's leave (at most
-  ``broadcast_timeout``) and ``leave_propagate_delay``, after which the node stops.  Shutdown
-  then waits ``SHUTDOWN_GRACE`` so that an in-flight RPC reply (``leave``) reaches its client.
+  at once (``leave_aborted``, reason ``second signal``).  SIGHUP reloads (``reload``), between
+  ``RELOADING=1`` and ``READY=1``.
+* **Graceful leave** (signal or RPC ``leave``, at most once: a second request waits for the
+  first's outcome): the snapshot's ``leave`` record, then ``Node.leave``: the leave intent (at
+  most ``broadcast_timeout``), memberlist's leave (at most ``broadcast_timeout``) and
+  ``leave_propagate_delay``, after which the node stops.  The RPC ``leave`` is answered once
+  that is over (as Serf's is), with an error when the broadcast timed out or the leave was
+  aborted; the agent stops either way.  Shutdown then waits ``SHUTDOWN_GRACE`` so that the
+  reply reaches its client before the process exits.
 * **Encryption**: one ``wire.crypto.Envelope``, the node's (keyring, cipher, verify switches),
   is shared by the transport (which seals and opens through ``runtime.crypto.EnvelopeCrypto``)
   and the Serf core (which answers key queries from it and sizes packets by its overhead);
@@ -56,7 +60,7 @@ from serf_trio.rpc.api import (
     QueryRecord,
     RpcMember,
 )
-from serf_trio.rpc.paths import default_socket_path
+from serf_trio.rpc.paths import default_socket_path, in_runtime_dir
 from serf_trio.rpc.server import RpcServer
 from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.handlers import HandlerSupervisor
@@ -68,6 +72,7 @@ from serf_trio.swim.api import Address
 from serf_trio.wire.crypto import Envelope
 
 from . import joins
+from .addresses import gossip_addresses
 from .config import ConfigError, LoadedConfig
 from .facade import AgentFacade
 from .files import read_tags_file, write_keyring_file
@@ -122,6 +127,10 @@ class Agent:
         self._stop_leave = False
         self._stopping = False
         self._leave_scope: trio.CancelScope | None = None
+        self._leave_done: trio.Event | None = None  # set once the graceful leave is over
+        self._leave_error: str | None = None  # why it did not complete (None: it did)
+        self._abort_reason: str | None = None  # why the leave was cancelled, if it was
+        self._stop_signals = 0
         self._join_scope: trio.CancelScope | None = None
         self.exit_code = 0
         self.addr: Address | None = None
@@ -231,6 +240,12 @@ class Agent:
             except (ConfigError, TagsTooLarge) as exc:
                 self._log.error("config_invalid", error=str(exc))
                 return 1
+        try:
+            # Host names and the interface, once (no socket is open yet).
+            bind, advertise = await gossip_addresses(cfg, self._log)
+        except ConfigError as exc:
+            self._log.error("config_invalid", error=str(exc))
+            return 1
         restored: RestoredState | None = None
         rejoin: dict[str, str] = {}
         if cfg.snapshot_path is not None:
@@ -242,7 +257,7 @@ class Agent:
             self.snapshot = SnapshotWriter(
                 cfg.snapshot_path, state, rejoin_after_leave=cfg.rejoin_after_leave, log=self._log
             )
-        parts = self._parts = self._build(tags, restored)
+        parts = self._parts = self._build(tags, restored, bind, advertise)
         node = parts.node
         sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         with trio.open_signal_receiver(*sigs) as signals:
@@ -271,18 +286,26 @@ class Agent:
                 await self._stop.wait()
                 if self._stop_leave:
                     await self._graceful_leave()
+                elif self._leave_done is not None:
+                    await self._leave_done.wait()  # an RPC leave's outcome, then its reply
                 # Let in-flight RPC replies (e.g. to ``leave``) reach their clients.
                 await trio.sleep(SHUTDOWN_GRACE)
                 nursery.cancel_scope.cancel()
         self._log.info("agent_stopped", exit_code=self.exit_code)
         return self.exit_code
 
-    def _build(self, tags: dict[str, str], restored: RestoredState | None) -> _Parts:
+    def _build(
+        self,
+        tags: dict[str, str],
+        restored: RestoredState | None,
+        bind: Address,
+        advertise: Address | None,
+    ) -> _Parts:
         cfg, log = self.config, self._log
         node = Node(
             cfg.node_name,
-            bind=cfg.bind,
-            advertise=cfg.advertise,
+            bind=bind,
+            advertise=advertise,
             tags=tags,
             profile=cfg.swim_config(),
             serf=self.serf_config,
@@ -332,9 +355,10 @@ class Agent:
         await node.run(task_status=task_status)
         # run() returned by itself: the core stopped the node (lost a name conflict).
         if not self._stopping:
-            self._log.error("node_stopped_unexpectedly", reason=node.stopped_by_core)
+            reason = node.stopped_by_core or "node_stopped"
+            self._log.error("node_stopped_unexpectedly", reason=reason)
             self.exit_code = 1
-            self._request_stop(leave=False, reason=node.stopped_by_core or "node_stopped")
+            self._request_stop(leave=False, reason=reason)
 
     async def _start_join(self, node: Node) -> bool:
         """The start join; abandoned (True) when the agent is asked to stop meanwhile."""
@@ -365,11 +389,31 @@ class Agent:
         self._stop.set()
 
     async def _leave_and_stop(self) -> None:
-        """RPC ``leave``: the graceful leave, then shutdown (after the reply is written)."""
-        await self._graceful_leave()
+        """RPC ``leave``: the graceful leave, then shutdown; returns (or raises) once the leave
+        is over, and the shutdown grace lets the RPC reply out.  ``AgentError`` (the client's
+        error text) when the leave did not complete; the agent stops all the same."""
+        if self._stop.is_set() and not self._stop_leave and self._leave_done is None:
+            raise AgentError("the agent is shutting down without a leave (stop signal)")
+        error = await self._graceful_leave()
         self._request_stop(leave=False, reason="rpc_leave")
+        if error is not None:
+            raise AgentError(error)
 
-    async def _graceful_leave(self) -> None:
+    async def _graceful_leave(self) -> str | None:
+        """Leave the cluster (once: a later caller waits for the first leave's outcome).
+        None when the leave completed, else why not (the text an RPC client gets)."""
+        if self._leave_done is not None:
+            await self._leave_done.wait()
+            return self._leave_error
+        done = self._leave_done = trio.Event()
+        self._leave_error = "the agent stopped before its leave completed"
+        try:
+            self._leave_error = await self._leave_once()
+        finally:
+            done.set()
+        return self._leave_error
+
+    async def _leave_once(self) -> str | None:
         if not self._stopping:
             self._stopping = True
             self.notifier.stopping(status="leaving")
@@ -377,26 +421,53 @@ class Agent:
             self.snapshot.leave()
         timeout = self.config.broadcast_timeout
         sc = self.serf_config
-        with trio.CancelScope() as scope:
+        # Leave intent (<= broadcast_timeout), memberlist leave (<= timeout), then
+        # leave_propagate_delay; one more second of slack.
+        limit = sc.broadcast_timeout + timeout + sc.leave_propagate_delay + 1.0
+        timed_out = False
+        with trio.CancelScope(deadline=trio.current_time() + limit) as scope:
             self._leave_scope = scope
-            # Leave intent (<= broadcast_timeout), memberlist leave (<= timeout), then
-            # leave_propagate_delay; one more second of slack.
-            limit = sc.broadcast_timeout + timeout + sc.leave_propagate_delay + 1.0
-            scope.deadline = trio.current_time() + limit
             try:
                 timed_out = await self.node.leave(timeout)  # the node stops afterwards
-                self._log.info("left", timed_out=timed_out)
             except NotRunningError:
-                pass
+                self._log.warning("leave_failed", reason="the node is not running")
+                return "the node is not running (nothing to leave)"
+            finally:
+                self._leave_scope = None
         if scope.cancelled_caught:
-            self._log.warning("leave_aborted")
+            reason = self._abort_reason or f"not done after {limit:g}s"
+            self._log.warning(
+                "leave_aborted", reason=reason, hint="the others may see this node fail"
+            )
+            return f"leave aborted ({reason}): the agent stops without finishing its leave"
+        self._log.info("left", timed_out=timed_out)
+        if timed_out:
+            self._log.warning(
+                "leave_timed_out",
+                timeout=timeout,
+                hint="the leave broadcast was not sent everywhere in time; "
+                "the others may see this node fail",
+            )
+            return (
+                f"the leave broadcast timed out after {timeout:g}s "
+                "(the agent stops anyway; the others may see it fail instead of leave)"
+            )
+        return None
 
     async def _start_rpc(self, nursery: trio.Nursery, parts: _Parts) -> None:
         """Start the RPC server (Unix socket, and TCP only when ``rpc_addr`` is set)."""
         cfg = self.config
         path = str(cfg.rpc_socket) if cfg.rpc_socket is not None else default_socket_path()
         tcp = (cfg.rpc_addr.host, cfg.rpc_addr.port) if cfg.rpc_addr is not None else None
-        server = RpcServer(parts.facade, socket_path=path, tcp_addr=tcp, logger=self._log)
+        # Only the runtime directory (rpc.paths) is created when missing: a mistyped
+        # --rpc-socket directory is an error, not a new directory.
+        server = RpcServer(
+            parts.facade,
+            socket_path=path,
+            tcp_addr=tcp,
+            logger=self._log,
+            make_dir=in_runtime_dir(path),
+        )
         parts.node.registry.register("rpc", server.statistics)
         await nursery.start(server.serve)
 
@@ -407,14 +478,22 @@ class Agent:
             if signum == signal.SIGHUP:
                 await self.reload()
             elif self._stop.is_set() or self._stopping:
-                # A second stop signal: give up on the leave and exit now.
+                # A second stop signal (or one during an RPC leave): give up on the leave and
+                # exit now, and say so.
+                self._stop_signals += 1
+                reason = "second signal" if self._stop_signals > 1 else "signal during the leave"
                 if self._leave_scope is not None:
+                    self._abort_reason = f"{reason}, {name}"
                     self._leave_scope.cancel()
+                elif self._stop_leave:  # the leave has not started yet: skip it
+                    self._log.warning("leave_aborted", reason=f"{reason}, {name}")
                 self._stop_leave = False
                 self._stop.set()
             elif signum == signal.SIGINT:
+                self._stop_signals += 1
                 self._request_stop(leave=not self.config.skip_leave_on_interrupt, reason=name)
             else:
+                self._stop_signals += 1
                 self._request_stop(leave=self.config.leave_on_terminate, reason=name)
 
     async def reload(self) -> None:

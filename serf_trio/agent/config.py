@@ -1,15 +1,25 @@
 """Agent configuration: Serf's config keys from JSON/TOML files, a config dir and flags.
 
-Rules this module owns:
+Rules this module owns (``docs/configuration.md`` lists every key; a test keeps it in step):
 
 * **Sources, in order**: each ``--config-file`` and each ``*.json`` / ``*.toml`` file of
   ``--config-dir`` (lexical order), then the command-line flags.  Later sources override earlier
   ones for scalar keys; ``tags`` merge key by key; the list keys ``start_join``, ``retry_join``
-  and ``event_handlers`` append (Serf's ``MergeConfig`` does the same).
+  and ``event_handlers`` append (Serf's ``MergeConfig`` does the same).  Flags may be written
+  Serf's way too: ``-bind=...`` is ``--bind=...``, ``-replay=true`` is ``--replay``.
+* **Every Serf agent key is accepted** (Serf 0.9's ``config.go``, plus ``validate_node_names``
+  and ``mdns`` of later versions).  Each is honoured, or it is in ``IGNORED_KEYS`` and, when its
+  value asks for something (``discover``, ``statsd_addr``, ...), ``load`` returns one
+  ``ConfigNotice`` for it, which the agent logs once at start-up (``config_key_ignored``, with
+  a ``hint``).  ``role`` is Serf's deprecated spelling of the ``role`` tag (it wins over
+  ``tags.role``, as in Serf); ``retry_max_attempts`` and serf-trio's ``retry_max`` are one key.
 * **Values**: durations take Serf's form (``"5s"``, ``"500ms"``, ``"1m30s"``, ``"24h"``) or a
-  number of seconds; addresses are literal IPs with an optional port (7946 for gossip, 7373 for
-  RPC when omitted).  Event handler specs are ``[FILTER=]COMMAND`` with Serf's filter syntax
-  (``serf_trio.serf.filters``, RPC.md section 6).
+  number of seconds; addresses are ``HOST[:PORT]`` where HOST is a literal IP (IPv6 in
+  brackets) or a host name (7946 for gossip, 7373 for RPC when the port is omitted).  Names are
+  kept as written: ``bind``/``advertise`` are resolved once when the agent starts
+  (``agent.addresses``), join targets on every join attempt (``runtime.resolve``).  Event
+  handler specs are ``[FILTER=]COMMAND`` with Serf's filter syntax (``serf_trio.serf.filters``,
+  RPC.md section 6).
 * **Encryption** (Serf's rules plus serf-trio's cipher choice): ``encrypt_key`` is one base64
   key, ``keyring_file`` a JSON list of base64 keys (primary first; the agent rewrites it on
   every keyring change), and giving both is refused with Serf's "Encryption key not allowed
@@ -20,7 +30,8 @@ Rules this module owns:
   cluster from plaintext to encrypted).  ``load`` reads the keyring file, so a bad key,
   bad base64 or an unreadable file is a config error naming the key or the file.
 * **Errors**: every problem raises ``ConfigError`` whose message is one line naming the file (or
-  "command line") and the key.  Nothing here does I/O beyond reading the named files.
+  "command line") and the key, and says what form was expected.  Nothing here does I/O beyond
+  reading the named files (no DNS lookup: names are checked for form only).
 
 ``AgentConfig`` is the frozen result; ``swim_config()`` and friends turn it into the plain
 specs the lower layers take.
@@ -39,8 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from serf_trio.runtime.logs import LEVEL_WORDS
-from serf_trio.runtime.transport import parse_hostport
+from serf_trio.runtime.logs import LEVEL_WORDS, SYSLOG_FACILITIES
+from serf_trio.runtime.resolve import HostPort, join_target, split_hostport
 from serf_trio.serf.config import AGENT_DEFAULTS, SerfConfig
 from serf_trio.serf.filters import (
     EventFilter,
@@ -50,15 +61,15 @@ from serf_trio.serf.filters import (
     parse_handler_spec,
 )
 from serf_trio.serf.tags import TagsTooLarge, encode_tags
-from serf_trio.swim.api import Address
 from serf_trio.swim.config import PROFILES, SwimConfig
 from serf_trio.wire.crypto import Algorithm
 from serf_trio.wire.keyring import KEY_SIZES, decode_key
 
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_RPC_PORT = 7373
-DEFAULT_BIND = Address("0.0.0.0", DEFAULT_GOSSIP_PORT)
+DEFAULT_BIND = HostPort("0.0.0.0", DEFAULT_GOSSIP_PORT)
 KEY_AND_KEYRING = "Encryption key not allowed while using a keyring"  # Serf's text
+SERF_PROTOCOL = 5  # the Serf protocol version serf-trio speaks
 
 
 class ConfigError(Exception):
@@ -67,6 +78,16 @@ class ConfigError(Exception):
 
 class _BadValue(ValueError):
     """Raised by value parsers; the caller adds source and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigNotice:
+    """A key that was accepted but is not honoured (or is deprecated): the agent logs one
+    warning per notice at start-up, ``event`` with ``key`` and ``hint``."""
+
+    key: str
+    hint: str
+    event: str = "config_key_ignored"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,18 +104,17 @@ _UNIT_SECONDS = {
     "m": 60.0,
     "h": 3600.0,
 }
+_DURATION_FORM = 'a duration such as "500ms", "5s", "1m30s" or "24h" (or a number of seconds)'
 
 
 def parse_duration(value: object) -> float:
     """Seconds from a Go duration string (``"1m30s"``) or a number of seconds."""
-    if isinstance(value, bool):
-        raise _BadValue(f'expected a duration such as "5s", got {value!r}')
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _BadValue(f"expected {_DURATION_FORM}, got {value!r}")
     if isinstance(value, int | float):
         if value < 0:
-            raise _BadValue(f"duration must not be negative, got {value!r}")
+            raise _BadValue(f"a duration must not be negative, got {value!r}")
         return float(value)
-    if not isinstance(value, str):
-        raise _BadValue(f'expected a duration such as "5s", got {value!r}')
     text = value.strip()
     if text in ("0", ""):
         return 0.0
@@ -102,25 +122,25 @@ def parse_duration(value: object) -> float:
     while pos < len(text):
         m = _DURATION_PART.match(text, pos)
         if m is None:
-            raise _BadValue(f"invalid duration {value!r} (use forms like 500ms, 5s, 1m30s, 24h)")
+            raise _BadValue(f"{value!r} is not a duration; expected {_DURATION_FORM}")
         total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         pos = m.end()
     return total
 
 
-def _parse_hostport(text: object, default_port: int) -> Address:
-    if not isinstance(text, str):
-        raise _BadValue(f'expected "IP[:PORT]", got {text!r}')
+def _host_port(value: object, default_port: int) -> HostPort:
+    if not isinstance(value, str):
+        raise _BadValue(f'expected "HOST[:PORT]" (an IP address or a host name), got {value!r}')
     try:
-        return parse_hostport(text, default_port)
+        return split_hostport(value, default_port)
     except ValueError as exc:
-        raise _BadValue(f'expected "IP[:PORT]" with a literal IP, got {text!r} ({exc})') from None
+        raise _BadValue(f'expected "HOST[:PORT]": {exc}') from None
 
 
-def parse_join_address(text: str) -> Address:
-    """A join target: ``host``, ``host:port`` or Serf's ``name/host:port`` (name dropped)."""
-    _, _, rest = text.rpartition("/")
-    return _parse_hostport(rest, DEFAULT_GOSSIP_PORT)
+def parse_join_address(text: str) -> HostPort:
+    """A join target: ``HOST``, ``HOST:PORT`` or Serf's ``NAME/HOST:PORT`` (name dropped);
+    HOST is an IP or a host name, looked up when the join runs.  ``ValueError`` otherwise."""
+    return join_target(text, DEFAULT_GOSSIP_PORT)
 
 
 def parse_event_filter(spec: str) -> EventFilter:
@@ -155,7 +175,8 @@ def _bool(value: object) -> bool:
 def _int_in(lo: int, hi: int) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _BadValue(f"expected an integer, got {value!r}")
+            hint = " (a string: write the number without quotes)" if isinstance(value, str) else ""
+            raise _BadValue(f"expected a whole number from {lo} to {hi}, got {value!r}{hint}")
         if not lo <= value <= hi:
             raise _BadValue(f"must be between {lo} and {hi}, got {value}")
         return value
@@ -174,7 +195,10 @@ def _str_list(value: object) -> tuple[str, ...]:
 def _join_list(value: object) -> tuple[str, ...]:
     items = _str_list(value)
     for item in items:
-        parse_join_address(item)
+        try:
+            parse_join_address(item)
+        except ValueError as exc:
+            raise _BadValue(f'expected "HOST[:PORT]" join addresses: {exc}') from None
     return items
 
 
@@ -188,6 +212,12 @@ def _tags(value: object) -> dict[str, str]:
     for k, v in value.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise _BadValue(f"tag {k!r} must map a string to a string, got {v!r}")
+    return dict(value)
+
+
+def _map(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _BadValue(f"expected a map (a JSON object), got {value!r}")
     return dict(value)
 
 
@@ -222,17 +252,33 @@ def _path(value: object) -> Path:
     return Path(text)
 
 
-def _bind(value: object) -> Address:
-    return _parse_hostport(value, DEFAULT_GOSSIP_PORT)
+def _bind(value: object) -> HostPort:
+    return _host_port(value, DEFAULT_GOSSIP_PORT)
 
 
-def _advertise(value: object) -> Address:
+def _advertise(value: object) -> HostPort:
     # Port 0 = "the bound port" (resolved once bound): Serf advertises the bind port by default.
-    return _parse_hostport(value, 0)
+    return _host_port(value, 0)
 
 
-def _rpc_addr(value: object) -> Address:
-    return _parse_hostport(value, DEFAULT_RPC_PORT)
+def _rpc_addr(value: object) -> HostPort:
+    return _host_port(value, DEFAULT_RPC_PORT)
+
+
+def _interface(value: object) -> str | None:
+    text = _str(value)
+    if len(text) > 15 or "/" in text or any(c.isspace() for c in text):
+        raise _BadValue(f"{text!r} is not a network interface name (such as eth0)")
+    return text or None
+
+
+def _syslog_facility(value: object) -> str:
+    text = _str(value).strip().upper()
+    if text not in SYSLOG_FACILITIES:
+        raise _BadValue(
+            f"unknown syslog facility {value!r}; expected one of {', '.join(SYSLOG_FACILITIES)}"
+        )
+    return text
 
 
 def _encrypt_key(value: object) -> bytes:
@@ -260,14 +306,16 @@ def _node_name(value: object) -> str:
     return text
 
 
-# key -> parser.  Keys are Serf's JSON names (cmd/serf/command/agent/config.go).
+# key -> parser.  Keys are Serf's JSON names (cmd/serf/command/agent/config.go) unless marked.
 _PARSERS: dict[str, Callable[[object], object]] = {
     "node_name": _node_name,
+    "role": _str,  # Serf's deprecated spelling of the "role" tag
     "bind": _bind,
+    "interface": _interface,
     "advertise": _advertise,
     "rpc_addr": _rpc_addr,
     "rpc_auth": _str,
-    "rpc_socket": _path,
+    "rpc_socket": _path,  # serf-trio: the Unix socket
     "encrypt_key": _encrypt_key,
     "keyring_file": _path,
     # serf-trio: the cipher this node sends with, and memberlist's verification switches.
@@ -281,7 +329,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "start_join": _join_list,
     "retry_join": _join_list,
     "retry_interval": parse_duration,
-    "retry_max": _int_in(0, 1_000_000),
+    "retry_max": _int_in(0, 1_000_000),  # Serf's retry_max_attempts (an alias of it)
     "replay_on_join": _bool,
     "rejoin_after_leave": _bool,
     "leave_on_terminate": _bool,
@@ -290,10 +338,15 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "reconnect_timeout": parse_duration,
     "tombstone_timeout": parse_duration,
     "broadcast_timeout": parse_duration,
+    "disable_name_resolution": _bool,
+    "disable_coordinates": _bool,
+    "enable_compression": _bool,
+    "enable_syslog": _bool,
+    "syslog_facility": _syslog_facility,
     "profile": _profile,
     "protocol": _int_in(2, 5),
     "log_level": _log_level,
-    "log_format": _log_format,
+    "log_format": _log_format,  # serf-trio: JSON lines or text
     "query_response_size_limit": _int_in(1, 64 * 1024),
     "query_size_limit": _int_in(1, 64 * 1024),
     # Serf caps user events at 9 KiB (UserEventSizeLimit must stay under a UDP packet).
@@ -301,37 +354,47 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     # serf-trio extensions: limits of one handler run (Serf has no timeout at all).
     "handler_timeout": parse_duration,
     "handler_kill_grace": parse_duration,
+    # Serf keys serf-trio accepts and does not honour (IGNORED_KEYS says what to do instead).
+    "discover": _str,
+    "mdns": _map,
+    "statsd_addr": _str,
+    "statsite_addr": _str,
+    "validate_node_names": _bool,
 }
+
+# Other names of a key (Serf's first): read as the key they stand for.
+ALIASES: dict[str, str] = {"retry_max_attempts": "retry_max"}
 
 _LIST_KEYS = frozenset({"start_join", "retry_join", "event_handlers"})
 
-# Serf keys this agent does not implement: named as such rather than "unknown".
-_UNSUPPORTED = frozenset(
-    {
-        "discover",
-        "interface",
-        "enable_syslog",
-        "syslog_facility",
-        "mdns",
-        "role",
-        "disable_coordinates",
-        "statsite_addr",
-        "statsd_addr",
-        "enable_compression",
-        "query_timeout_mult",
-        "disable_name_resolution",
-    }
-)
+# Serf keys that are accepted and not honoured -> what serf-trio does instead.  A notice is
+# given only when the value asks for something (a non-empty string or map, true).
+IGNORED_KEYS: dict[str, str] = {
+    "discover": "serf-trio has no mDNS discovery; list the seeds in retry_join (a DNS name that "
+    "resolves to every member works: it is looked up again on every attempt)",
+    "mdns": "serf-trio has no mDNS discovery (see discover); list the seeds in retry_join",
+    "statsd_addr": "serf-trio sends no metrics to statsd yet; read the counters with "
+    "`serf-trio info` (RPC stats) instead",
+    "statsite_addr": "serf-trio sends no metrics to statsite yet; read the counters with "
+    "`serf-trio info` (RPC stats) instead",
+    "validate_node_names": "serf-trio does not check node names; keep them to letters, digits, "
+    "'-' and '.' (at most 128 characters) yourself",
+}
+
+CONFIG_KEYS: frozenset[str] = frozenset(_PARSERS) | frozenset(ALIASES)
+"""Every key a config file may hold (serf-trio's and Serf's, the ignored ones included)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """The agent's effective configuration (defaults are Serf's)."""
+    """The agent's effective configuration (defaults are Serf's).  ``bind``, ``advertise``
+    and ``rpc_addr`` hold the host as written (an IP or a name, resolved at start-up)."""
 
     node_name: str
-    bind: Address = DEFAULT_BIND
-    advertise: Address | None = None
-    rpc_addr: Address | None = None  # TCP RPC is off unless set
+    bind: HostPort = DEFAULT_BIND
+    interface: str | None = None  # bind to this interface's address (Serf's -iface)
+    advertise: HostPort | None = None
+    rpc_addr: HostPort | None = None  # TCP RPC is off unless set
     rpc_auth: str = ""
     rpc_socket: Path | None = None  # None: serf_trio.rpc.paths.default_socket_path()
     event_handlers: tuple[HandlerSpec, ...] = ()
@@ -355,8 +418,13 @@ class AgentConfig:
     reconnect_timeout: float = 24 * 3600.0
     tombstone_timeout: float = 24 * 3600.0
     broadcast_timeout: float = 5.0  # how long a graceful leave may take
+    disable_name_resolution: bool = False
+    disable_coordinates: bool = False
+    enable_compression: bool = True
+    enable_syslog: bool = False
+    syslog_facility: str = "LOCAL0"
     profile: str = "lan"
-    protocol: int = 5
+    protocol: int = SERF_PROTOCOL
     log_level: str = "INFO"
     log_format: str | None = None  # None: text on a TTY, else JSON
     query_response_size_limit: int = 1024
@@ -366,7 +434,9 @@ class AgentConfig:
     handler_kill_grace: float = 3.0  # seconds between SIGTERM and SIGKILL
 
     def swim_config(self) -> SwimConfig:
-        return PROFILES[self.profile]
+        return dataclasses.replace(
+            PROFILES[self.profile], enable_compression=self.enable_compression
+        )
 
     def serf_config(self) -> SerfConfig:
         """The Serf layer's knobs: Serf's agent defaults plus this config's overrides."""
@@ -379,10 +449,9 @@ class AgentConfig:
             user_event_size_limit=self.user_event_size_limit,
             query_size_limit=self.query_size_limit,
             query_response_size_limit=self.query_response_size_limit,
+            enable_name_conflict_resolution=not self.disable_name_resolution,
+            disable_coordinates=self.disable_coordinates,
         )
-
-    def join_addresses(self, which: Sequence[str]) -> list[Address]:
-        return [parse_join_address(a) for a in which]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,15 +461,15 @@ class AgentConfig:
 def parse_mapping(raw: Mapping[str, object], source: str) -> dict[str, Any]:
     """Validate one source's raw key/value map (unknown keys and bad values are errors)."""
     out: dict[str, Any] = {}
-    for key, value in raw.items():
+    for name, value in raw.items():
+        key = ALIASES.get(name, name)
         parser = _PARSERS.get(key)
         if parser is None:
-            why = "is not supported" if key in _UNSUPPORTED else "is unknown"
-            raise ConfigError(f"{source}: config key {key!r} {why}")
+            raise ConfigError(f"{source}: config key {name!r} is unknown")
         try:
             out[key] = parser(value)
         except _BadValue as exc:
-            raise ConfigError(f"{source}: config key {key!r}: {exc}") from None
+            raise ConfigError(f"{source}: config key {name!r}: {exc}") from None
     if "tags" in out:
         try:
             encode_tags(out["tags"])
@@ -453,15 +522,47 @@ def merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def notices(merged: Mapping[str, Any]) -> list[ConfigNotice]:
+    """One notice per accepted key that serf-trio does not honour, when its value asks for
+    something (``IGNORED_KEYS``), plus the settings that cannot take effect."""
+    out = [ConfigNotice(k, hint) for k, hint in IGNORED_KEYS.items() if merged.get(k)]
+    if merged.get("role"):
+        out.append(
+            ConfigNotice(
+                "role",
+                "deprecated: 'role' sets the tag role (as in Serf); write tags = "
+                '{"role": ...} or --tag role=... instead',
+                event="config_key_deprecated",
+            )
+        )
+    protocol = merged.get("protocol", SERF_PROTOCOL)
+    if protocol != SERF_PROTOCOL:
+        out.append(
+            ConfigNotice(
+                "protocol",
+                f"serf-trio always speaks Serf protocol {SERF_PROTOCOL}; "
+                f"protocol {protocol} only matters while upgrading old Serf agents",
+            )
+        )
+    if merged.get("rejoin_after_leave") and not merged.get("snapshot_path"):
+        out.append(
+            ConfigNotice(
+                "rejoin_after_leave",
+                "has no effect without snapshot_path (the snapshot is what it rejoins from)",
+            )
+        )
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line
 
 
 def _flag_bool(text: str) -> bool:
     low = text.strip().lower()
-    if low in ("true", "1", "yes", "on"):
+    if low in ("true", "1", "yes", "on", "t"):
         return True
-    if low in ("false", "0", "no", "off"):
+    if low in ("false", "0", "no", "off", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
@@ -473,61 +574,195 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"command line: {message}")
 
 
+_DESCRIPTION = (
+    "Run a Serf-compatible agent.  Flags override the config files; each flag sets a config "
+    "key (docs/configuration.md lists them all, with how they differ from Serf).  Serf's "
+    "one-dash spelling works too (-bind=..., -config-file=..., -replay)."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="serf-trio agent", description="Run a Serf-compatible agent.")
-    a = p.add_argument
-    a("--node", dest="node_name", metavar="NAME", help="node name (default: hostname)")
-    a("--bind", metavar="IP[:PORT]", help="gossip address (default 0.0.0.0:7946)")
-    a("--advertise", metavar="IP[:PORT]", help="address peers use to reach us")
-    a("--join", dest="start_join", action="append", metavar="HOST[:PORT]", help="join at start")
-    a("--retry-join", dest="retry_join", action="append", metavar="HOST[:PORT]")
-    a("--retry-interval", metavar="DURATION")
-    a("--retry-max", type=int, metavar="N")
-    a("--rpc-addr", metavar="IP:PORT", help="also serve RPC on TCP (off unless given)")
-    a("--rpc-socket", metavar="PATH", help="Unix socket for RPC")
-    a("--rpc-auth", metavar="TOKEN", help="token TCP RPC clients must send")
-    a("--event-handler", dest="event_handlers", action="append", metavar="[FILTER=]SCRIPT")
-    a("--tag", dest="tags", action="append", metavar="KEY=VALUE")
-    a("--tags-file", metavar="PATH")
-    a("--encrypt", dest="encrypt_key", metavar="KEY", help="gossip encryption key (base64)")
-    a("--keyring-file", metavar="PATH", help="JSON list of base64 keys, kept up to date")
-    a("--encrypt-algorithm", metavar="secretbox|aes-gcm", help="cipher to send with")
-    a("--encrypt-verify-incoming", type=_flag_bool, metavar="true|false")
-    a("--encrypt-verify-outgoing", type=_flag_bool, metavar="true|false")
-    a("--snapshot", dest="snapshot_path", metavar="PATH")
-    a("--config-file", action="append", default=[], metavar="PATH")
-    a("--config-dir", action="append", default=[], metavar="DIR")
-    a("--profile", metavar="lan|wan|local")
-    a("--protocol", type=int, metavar="N")
-    a("--log-level", metavar="LEVEL")
-    a("--log-format", metavar="json|text")
-    a("--replay", dest="replay_on_join", action="store_const", const=True)
-    a("--rejoin", dest="rejoin_after_leave", action="store_const", const=True)
-    a("--leave-on-terminate", action="store_const", const=True)
-    a("--handler-timeout", metavar="DURATION", help="kill a handler run after this long")
-    a("--handler-kill-grace", metavar="DURATION", help="SIGTERM to SIGKILL delay")
-    a("--skip-leave-on-interrupt", action="store_const", const=True)
+    p = _Parser(prog="serf-trio agent", description=_DESCRIPTION)
+
+    def flag(name: str, metavar: str, text: str, **kw: Any) -> None:
+        p.add_argument(name, metavar=metavar, help=text, **kw)
+
+    def switch(name: str, text: str, dest: str | None = None) -> None:
+        """A boolean flag: ``--flag`` alone is true; ``--flag=false`` is accepted too."""
+        kw: dict[str, Any] = {"dest": dest} if dest else {}
+        p.add_argument(
+            name, nargs="?", const=True, type=_flag_bool, metavar="true|false", help=text, **kw
+        )
+
+    many: dict[str, Any] = {"action": "append"}
+    flag(
+        "--node",
+        "NAME",
+        "node name, unique in the cluster (default: the host name)",
+        dest="node_name",
+    )
+    flag(
+        "--bind",
+        "HOST[:PORT]",
+        "gossip address for UDP and TCP; a host name is resolved "
+        "once at start (default 0.0.0.0:7946)",
+    )
+    flag(
+        "--iface",
+        "NAME",
+        "bind to this network interface's address (with --bind IP: "
+        "check that the interface has it)",
+        dest="interface",
+    )
+    flag(
+        "--advertise",
+        "HOST[:PORT]",
+        "address the other members reach this one at "
+        "(default: the bound address; the port defaults to the bound port)",
+    )
+    flag(
+        "--join",
+        "HOST[:PORT]",
+        "join this agent at start, every address of a host name; exit if none answers (repeatable)",
+        dest="start_join",
+        **many,
+    )
+    flag(
+        "--retry-join",
+        "HOST[:PORT]",
+        "join this agent in the background, retrying until "
+        "it works; names are looked up on every attempt (repeatable)",
+        dest="retry_join",
+        **many,
+    )
+    flag("--retry-interval", "DURATION", "time between retry-join attempts (default 30s)")
+    flag(
+        "--retry-max",
+        "N",
+        "give up (and exit 1) after N failed retry-join attempts (default 0: never)",
+    )
+    flag("--rpc-addr", "HOST:PORT", "also serve RPC on this TCP address (off unless given)")
+    flag("--rpc-socket", "PATH", "Unix socket for RPC (default: one per user)")
+    flag("--rpc-auth", "TOKEN", "token every RPC client must send (its auth command)")
+    flag(
+        "--event-handler",
+        "[FILTER=]COMMAND",
+        "run COMMAND for the events FILTER matches, e.g. user:deploy=./deploy.sh (repeatable)",
+        dest="event_handlers",
+        **many,
+    )
+    flag("--tag", "KEY=VALUE", "a tag of this node (repeatable)", dest="tags", **many)
+    flag("--tags-file", "PATH", "keep the tags in this JSON file (not with --tag)")
+    flag("--role", "ROLE", "deprecated: the same as --tag role=ROLE")
+    flag("--encrypt", "KEY", "gossip encryption key (base64)", dest="encrypt_key")
+    flag("--keyring-file", "PATH", "JSON list of base64 keys, kept up to date")
+    flag(
+        "--encrypt-algorithm",
+        "secretbox|aes-gcm",
+        "cipher to send with (aes-gcm to talk to HashiCorp Serf; default secretbox)",
+    )
+    flag(
+        "--encrypt-verify-incoming",
+        "true|false",
+        "refuse unencrypted packets (default true)",
+        type=_flag_bool,
+    )
+    flag(
+        "--encrypt-verify-outgoing",
+        "true|false",
+        "encrypt what this node sends (default true)",
+        type=_flag_bool,
+    )
+    flag(
+        "--snapshot",
+        "PATH",
+        "snapshot file: rejoin and skip old events after a restart",
+        dest="snapshot_path",
+    )
+    flag(
+        "--config-file",
+        "PATH",
+        "a JSON or TOML config file (repeatable; later files win)",
+        default=[],
+        **many,
+    )
+    flag(
+        "--config-dir",
+        "DIR",
+        "read every .json and .toml file of DIR in name order (repeatable)",
+        default=[],
+        **many,
+    )
+    flag("--profile", "lan|wan|local", "timing profile (default lan)")
+    flag("--protocol", "N", "Serf protocol version (accepted; serf-trio speaks 5)")
+    flag("--log-level", "LEVEL", "trace, debug, info, warn or err (default info)")
+    flag("--log-format", "json|text", "log line format (default: text on a terminal, else JSON)")
+    switch("--syslog", "also send the log lines to the local syslog", "enable_syslog")
+    switch(
+        "--replay", "replay old user events when joining (start and retry joins)", "replay_on_join"
+    )
+    switch("--rejoin", "rejoin after a previous leave (needs --snapshot)", "rejoin_after_leave")
+    switch("--leave-on-terminate", "leave the cluster gracefully on SIGTERM")
+    switch("--skip-leave-on-interrupt", "stop on SIGINT without leaving the cluster")
+    switch("--disable-compression", "do not compress gossip messages")
+    flag(
+        "--broadcast-timeout",
+        "DURATION",
+        "how long a leave may take to reach the others (default 5s)",
+    )
+    flag("--handler-timeout", "DURATION", "kill an event handler run after this long (default 60s)")
+    flag(
+        "--handler-kill-grace",
+        "DURATION",
+        "time between SIGTERM and SIGKILL of a handler run (default 3s)",
+    )
+    flag(
+        "--discover",
+        "CLUSTER",
+        "accepted for Serf command lines and ignored (no mDNS; use --retry-join)",
+    )
     return p
 
 
-_FLAG_NAMES = {
-    "node_name": "--node",
-    "start_join": "--join",
-    "event_handlers": "--event-handler",
-    "tags": "--tag",
-    "encrypt_key": "--encrypt",
-    "snapshot_path": "--snapshot",
-    "replay_on_join": "--replay",
-    "rejoin_after_leave": "--rejoin",
-}
+# Flags whose value is the opposite of their key's; flags whose value is a whole number.
+_INVERTED = {"disable_compression": "enable_compression"}
+_INT_FLAGS = frozenset({"retry_max", "protocol"})
 
 
-def _flag_values(ns: argparse.Namespace) -> dict[str, Any]:
+def flag_keys() -> dict[str, str]:
+    """Each flag of ``build_parser`` (``--bind``) -> the config key it sets (``bind``)."""
+    out: dict[str, str] = {}
+    for action in build_parser()._actions:
+        longs = [s for s in action.option_strings if s.startswith("--")]
+        if longs and action.dest not in ("help", "config_file", "config_dir"):
+            out[longs[0]] = _INVERTED.get(action.dest, action.dest)
+    return out
+
+
+def _serf_style(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Serf's (Go's) one-dash flags -> ours: ``-bind=x`` -> ``--bind=x``."""
+    longs = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    out = []
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--") and "-" + arg.split("=")[0] in longs:
+            arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+def _flag_values(ns: argparse.Namespace, flags: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in vars(ns).items():
-        if key in ("config_file", "config_dir") or value is None:
+    for dest, value in vars(ns).items():
+        if dest in ("config_file", "config_dir") or value is None:
             continue
-        flag = _FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+        flag = flags[dest]
+        key = _INVERTED.get(dest, dest)
+        if dest in _INVERTED:
+            value = not value
+        if dest in _INT_FLAGS:
+            if not value.strip().isdigit():
+                raise ConfigError(f"command line: {flag}: expected a whole number, got {value!r}")
+            value = int(value)
         if key == "tags":
             tags: dict[str, str] = {}
             for item in value:
@@ -546,12 +781,13 @@ def _flag_values(ns: argparse.Namespace) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class LoadedConfig:
-    """The effective config plus where it came from (SIGHUP reloads the same sources), and
-    the keys it names (``None``: no encryption), primary first."""
+    """The effective config plus where it came from (SIGHUP reloads the same sources), the
+    keys it names (``None``: no encryption), primary first, and the notices to log."""
 
     config: AgentConfig
     files: tuple[Path, ...]
     keys: tuple[bytes, ...] | None = field(default=None, repr=False)
+    notices: tuple[ConfigNotice, ...] = ()
 
 
 def read_keyring_file(path: Path) -> list[bytes]:
@@ -604,18 +840,28 @@ def configured_keys(cfg: AgentConfig) -> tuple[bytes, ...] | None:
 
 def load(argv: Sequence[str], *, hostname: str | None = None) -> LoadedConfig:
     """Parse ``serf-trio agent`` flags and the files they name into an ``AgentConfig``."""
-    ns = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    flags = {
+        a.dest: next(s for s in a.option_strings if s.startswith("--"))
+        for a in parser._actions
+        if a.option_strings and a.dest != "help"
+    }
+    ns = parser.parse_args(_serf_style(argv, parser))
     files: list[Path] = [Path(p) for p in ns.config_file]
     for d in ns.config_dir:
         files.extend(config_dir_files(Path(d)))
     merged: dict[str, Any] = {}
     for path in files:
         merged = merge(merged, load_file(path))
-    merged = merge(merged, _flag_values(ns))
+    merged = merge(merged, _flag_values(ns, flags))
+    if merged.get("role"):
+        # Serf's compatibility rule: 'role' is the tag "role", and it wins over tags.role.
+        merged["tags"] = {**merged.get("tags", {}), "role": merged["role"]}
     if merged.get("tags") and merged.get("tags_file"):
         # Serf: the tags file is the source of truth for tags; both at once is refused.
-        raise ConfigError("config key 'tags' is not allowed together with 'tags_file'")
+        what = "'role' (a tag)" if merged.get("role") else "'tags'"
+        raise ConfigError(f"config key {what} is not allowed together with 'tags_file'")
     merged.setdefault("node_name", hostname if hostname is not None else socket.gethostname())
     known = {f.name for f in dataclasses.fields(AgentConfig)}
     cfg = AgentConfig(**{k: v for k, v in merged.items() if k in known})
-    return LoadedConfig(cfg, tuple(files), configured_keys(cfg))
+    return LoadedConfig(cfg, tuple(files), configured_keys(cfg), tuple(notices(merged)))

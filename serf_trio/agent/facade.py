@@ -47,7 +47,6 @@ from serf_trio.serf.coordinate import Coordinate
 from serf_trio.serf.filters import InvalidEventFilter, parse_filter
 from serf_trio.serf.messages import NodeFilter, Query, TagFilter, encode, encode_filter
 from serf_trio.serf.query import default_query_timeout
-from serf_trio.swim.api import Address
 from serf_trio.wire.keyring import decode_key
 
 from .config import AgentConfig, parse_join_address
@@ -113,13 +112,18 @@ class AgentFacade:
         return [rpc_serf_member(m) for m in self.node.members()]
 
     async def join(self, addrs: list[str], replay: bool) -> int:
-        seeds: list[Address] = []
+        """``serf join ADDR...``: each ``HOST[:PORT]`` (an IP or a host name, every address of
+        which is tried; ``Node.join``).  The error text lists each address that failed, a
+        malformed one or a name that did not resolve included."""
+        seeds: list[str] = []
         errors: list[str] = []
         for text in addrs:
             try:
-                seeds.append(parse_join_address(text))
+                parse_join_address(text)
             except ValueError as exc:
                 errors.append(f"{text}: {exc}")
+            else:
+                seeds.append(text)
         if not seeds:
             raise AgentError("; ".join(errors) or "no addresses to join")
         try:
@@ -132,6 +136,8 @@ class AgentFacade:
         return n
 
     async def leave(self) -> None:
+        """Returns once the graceful leave is over (Serf answers ``leave`` then);
+        ``AgentError`` when it timed out or was aborted.  The agent stops either way."""
         self._log.info("leave_requested", source="rpc")
         await self._leave()
 

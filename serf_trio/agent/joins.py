@@ -1,7 +1,9 @@
 """How the agent finds its cluster: the start join, ``retry_join`` and the snapshot rejoin.
 
 All three go through ``Node.join`` (push/pull with each seed; ``JoinError`` with one text per
-seed when none answered).  Rules they own:
+seed when none answered).  Seeds are passed as written: ``Node.join`` looks host names up on
+every call and tries every address a name resolves to (``runtime.resolve``), so each retry
+follows a DNS record that changed.  Rules they own:
 
 * **Start join** (``start_join``): after the RPC listeners are up and before ``READY=1``; a
   failed start join is fatal, as in Serf (the caller exits 1).
@@ -30,7 +32,7 @@ from .config import AgentConfig, parse_join_address
 async def start_join(node: Node, cfg: AgentConfig, log: Any) -> None:
     """Join ``start_join``; ``JoinError`` (logged) if no seed answered."""
     try:
-        n = await node.join(*cfg.join_addresses(cfg.start_join), replay=cfg.replay_on_join)
+        n = await node.join(*cfg.start_join, replay=cfg.replay_on_join)
     except JoinError as exc:
         log.error("start_join_failed", errors=list(exc.errors))
         raise
@@ -39,12 +41,11 @@ async def start_join(node: Node, cfg: AgentConfig, log: Any) -> None:
 
 async def retry_join(node: Node, cfg: AgentConfig, log: Any, give_up: Callable[[], None]) -> None:
     """Join ``retry_join`` until it works or ``retry_max`` attempts failed (then ``give_up``)."""
-    seeds = cfg.join_addresses(cfg.retry_join)
     attempt = 0
     while True:
         attempt += 1
-        try:
-            n = await node.join(*seeds, replay=cfg.replay_on_join)
+        try:  # names are resolved again on each attempt (inside Node.join)
+            n = await node.join(*cfg.retry_join, replay=cfg.replay_on_join)
             log.info("retry_join_done", joined=n, attempt=attempt)
             return
         except JoinError as exc:
@@ -67,12 +68,12 @@ async def rejoin(
     (rng or random.Random()).shuffle(items)
     for name, text in items:
         try:
-            addr = parse_join_address(text)
+            parse_join_address(text)
         except ValueError:
             log.warning("snapshot_rejoin_skipped", member=name, addr=text)
             continue
         try:
-            await node.join(addr, replay=False)
+            await node.join(text, replay=False)
         except JoinError as exc:
             log.debug("snapshot_rejoin_attempt_failed", member=name, errors=exc.errors)
             continue

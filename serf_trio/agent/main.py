@@ -1,8 +1,10 @@
 """The agent process entry point: ``serf-trio agent`` and ``python -m serf_trio.agent``.
 
 Exit status: 0 after a leave or a stop signal, 1 for a bad configuration, a failed start (bind
-error, a live agent on the RPC socket, failed start join) or a crash.  Every failure is one
-log line (JSON unless stderr is a TTY), never a bare traceback.
+error, a host name that does not resolve, a live agent on the RPC socket, failed start join,
+syslog asked for but unreachable) or a crash.  Every failure is one log line (JSON unless
+stderr is a TTY), never a bare traceback.  Once logging is set up, each config key that is
+accepted but not honoured gets one warning line (``config_key_ignored``, with a ``hint``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import structlog
 import trio
 
 from serf_trio.rpc.server import RpcServeError
-from serf_trio.runtime.logs import LogSettings, configure
+from serf_trio.runtime.logs import SYSLOG_PATH, LogSettings, SyslogWriter, configure
 
 from .agent import Agent
 from .config import ConfigError, load
@@ -27,8 +29,9 @@ def _log_config_error(message: str) -> None:
     structlog.get_logger().error("config_invalid", error=message)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``serf-trio agent [flags]``: run the agent; the process exit status is returned."""
+def main(argv: Sequence[str] | None = None, *, syslog_path: str = SYSLOG_PATH) -> int:
+    """``serf-trio agent [flags]``: run the agent; the process exit status is returned.
+    ``syslog_path`` is the syslog socket ``enable_syslog`` writes to."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         loaded = load(args)
@@ -38,9 +41,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     cfg = loaded.config
+    syslog: SyslogWriter | None = None
+    if cfg.enable_syslog:
+        try:
+            syslog = SyslogWriter(cfg.syslog_facility, syslog_path)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            _log_config_error(
+                f"config key 'enable_syslog': cannot reach syslog at {syslog_path}: {reason}"
+            )
+            return 1
     settings = LogSettings(level=cfg.log_level)
-    configure(settings, log_format=cfg.log_format)
+    configure(settings, log_format=cfg.log_format, syslog=syslog)
     log = structlog.get_logger().bind(node=cfg.node_name)
+    for notice in loaded.notices:
+        log.warning(notice.event, key=notice.key, hint=notice.hint)
     agent = Agent(loaded, args, settings=settings, logger=log)
     code = 1
     try:

@@ -5,9 +5,10 @@ Rules it owns:
 * The same config sources (flags, files, config dirs) are read again, off the event loop;
   sd_notify says ``RELOADING=1`` first and ``READY=1`` (with the status) when done.
 * Applied live: ``log_level``, ``event_handlers`` (unchanged handlers keep their queues, removed
-  ones finish what they have), ``tags`` (from the config or the re-read tags file, through
-  ``LocalTags``, so the cluster sees member-update) and the encryption settings
-  (``reload_encryption``).  Every other changed key is logged as needing a restart
+  ones finish what they have; every handler's script is checked again and one a shell could
+  not start is a warning, ``handler_not_runnable``), ``tags`` (from the config or the re-read
+  tags file, through ``LocalTags``, so the cluster sees member-update) and the encryption
+  settings (``reload_encryption``).  Every other changed key is logged as needing a restart
   (``reload_needs_restart``).
 * **A bad reload is logged and the running config kept**: an unreadable config changes nothing
   (``reload_failed``); a refused tag change or an unusable key is logged and the rest applies.
@@ -94,6 +95,8 @@ class Reloader:
             # Unchanged handlers keep their queues; removed ones finish what they have.
             self._supervisor.update(new.event_handlers)
             changed.append("event_handlers")
+        # Every reload checks the scripts again (one may have been removed or fixed since).
+        self._supervisor.check_commands()
         try:
             if await self._tags.replace(tags):
                 changed.append("tags")

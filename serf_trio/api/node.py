@@ -52,7 +52,8 @@ import trio
 
 from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.delivery import EventQueue
-from serf_trio.runtime.driver import BusSizes, NodeEvent, NotRunningError
+from serf_trio.runtime.driver import BusSizes, JoinError, NodeEvent, NotRunningError
+from serf_trio.runtime.resolve import Lookup, resolve_joins
 from serf_trio.runtime.serf_runtime import KeyringPersister, QueryStream, SerfRuntime
 from serf_trio.runtime.stats import Section, StatsRegistry
 from serf_trio.runtime.transport import Transport, UdpTcpTransport, WireCrypto, parse_hostport
@@ -108,6 +109,8 @@ class Node:
     ``encrypt_algorithm`` (``secretbox``, or ``aes-gcm`` to talk to HashiCorp agents).
     ``network`` replaces the sockets (e.g. an in-memory network for tests); ``rng`` makes the
     protocol's random choices reproducible; ``logger`` is a structlog logger (``node`` bound).
+    ``resolver`` looks up the host names given to ``join`` (default: the system resolver,
+    ``serf_trio.runtime.resolve.system_lookup``).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class Node:
         restored: RestoredState | None = None,
         persist_keyring: KeyringPersister | None = None,
         event_buffer: int = 1024,
+        resolver: Lookup | None = None,
     ) -> None:
         if not name:
             raise ValueError("a node needs a name")
@@ -167,6 +171,7 @@ class Node:
         self._stopped = trio.Event()
         self._ending = False  # leave() or stop() was called: open_node must not leave (again)
         self._ran = False  # run() was called: a node runs once
+        self._lookup = resolver
         self.registry = StatsRegistry()
         rt = self._runtime
         self.registry.register("serf", rt.serf_statistics)
@@ -227,13 +232,27 @@ class Node:
         await self._stopped.wait()
 
     async def join(self, *addrs: AddressLike, replay: bool = False) -> int:
-        """Join the cluster through any of ``addrs`` (push/pull with each); the number
-        reached.  ``JoinError`` if none could be; ``replay`` delivers the user events the
-        cluster already had (Serf's ``-replay``)."""
-        seeds = [address(a) for a in addrs]
-        if not seeds:
+        """Join the cluster through any of ``addrs`` (push/pull with each); the number of
+        addresses reached.  ``JoinError`` if none could be; ``replay`` delivers the user events
+        the cluster already had (Serf's ``-replay``).
+
+        An address is an ``Address``, ``IP``, ``IP:PORT``, ``[IPv6]:PORT``, a host name with
+        an optional port (``"seed.example.com:7946"``), or Serf's ``NAME/ADDR`` form (the name
+        is ignored); the port defaults to 7946.  A host name is looked up on every call
+        (never cached; ``resolver``, off the event loop) and every address it resolves to is
+        pushed/pulled with and counted, as memberlist's Join does.  ``JoinError.errors`` holds
+        one text per address that failed, a name that did not resolve included (``Failed to
+        resolve HOST: reason``).  ``ValueError`` for a malformed address, before anything is
+        sent."""
+        if not addrs:
             raise ValueError("join needs at least one address")
-        return await self._runtime.join(seeds, replay=replay)
+        seeds, errors = await resolve_joins(addrs, self._lookup, DEFAULT_PORT)
+        if not seeds:
+            raise JoinError(errors)
+        try:
+            return await self._runtime.join(seeds, replay=replay)
+        except JoinError as exc:
+            raise JoinError([*errors, *exc.errors]) from None
 
     async def leave(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - protocol
         """Leave gracefully, then stop: broadcast the leave intent, wait until it has spread

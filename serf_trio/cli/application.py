@@ -24,7 +24,18 @@ from .fast import FastCommand, FastGroup
 
 VERSION = "0.1.0"
 
-HELP = "A Serf-compatible cluster membership agent and its command line."
+# "\b" keeps Click from rewrapping the list (it would break the paths at their hyphens).
+HELP = """A Serf-compatible cluster membership agent and its command line.
+
+\b
+Client commands find the agent in this order:
+  1. the --rpc-addr HOST:PORT (TCP) or --rpc-socket PATH flag;
+  2. SERF_TRIO_RPC_SOCKET, then Serf's SERF_RPC_ADDR (HOST:PORT);
+  3. the first of these sockets that exists:
+     $XDG_RUNTIME_DIR/serf-trio/rpc.sock  (an agent run by a user)
+     /run/serf-trio/rpc.sock  (the system service)
+The RPC token comes from --rpc-auth, else SERF_RPC_AUTH."""
+HELP_OPTIONS = ["-h", "--help"]
 
 # name -> (module in serf_trio.cli, function); help lists them in this order.
 CLIENT_COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,18 +72,42 @@ def version() -> None:
     typer.echo("memberlist protocol 2 (understands 1-5), Serf protocol 5 (understands 2-5)")
 
 
+def _version_flag(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
 def demo(
-    nodes: Annotated[int, typer.Option(min=2, max=16, help="Number of nodes.")] = 3,
-    port: Annotated[int, typer.Option(help="First port (0: any free ports).")] = 7946,
-    log_level: Annotated[str, typer.Option(help="Log level of the nodes (stderr).")] = "warning",
+    nodes: Annotated[int, typer.Option(metavar="N", help="Number of nodes (2-16).")] = 3,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="First port (0: any free ports).")
+    ] = 7946,
+    log_level: Annotated[
+        str, typer.Option(metavar="LEVEL", help="Log level of the nodes (stderr).")
+    ] = "warning",
 ) -> None:
     """Run a local demo cluster on 127.0.0.1: join, failure detection, graceful leave."""
+    if not 2 <= nodes <= 16:
+        typer.echo(f"Error: --nodes must be from 2 to 16, not {nodes}", err=True)
+        raise typer.Exit(2)
     from serf_trio.runtime.demo import main as demo_main
 
     raise typer.Exit(demo_main(nodes, port, log_level))
 
 
-def _root() -> None:
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            expose_value=False,
+            callback=_version_flag,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """A callback keeps Typer in group mode even when only one command is registered."""
 
 
@@ -85,6 +120,7 @@ def build_app(only: str | None = None) -> typer.Typer:
         no_args_is_help=True,
         rich_markup_mode=None,
         pretty_exceptions_enable=False,
+        context_settings={"help_option_names": HELP_OPTIONS},
         help=HELP,
     )
     app.callback()(_root)
@@ -109,6 +145,8 @@ def build_app(only: str | None = None) -> typer.Typer:
 def main() -> None:
     """Console-script entry point (``serf-trio``)."""
     first = sys.argv[1] if len(sys.argv) > 1 else None
+    if first == "--version":
+        first = "version"  # the smallest application that has the flag
     known = first in CLIENT_COMMANDS or first in LOCAL_COMMANDS
     build_app(first if known else None)()
 

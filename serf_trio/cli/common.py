@@ -4,11 +4,14 @@ Owns three things so the command modules stay thin (STYLE 15: a command only spe
 
 * **Finding the agent.** ``--rpc-addr HOST:PORT`` (TCP, like ``serf -rpc-addr``) or
   ``--rpc-socket PATH`` (Unix socket); without either, the environment (``SERF_TRIO_RPC_SOCKET``,
-  then Serf's ``SERF_RPC_ADDR``), then the default socket of ``serf_trio.rpc.paths``.
+  then Serf's ``SERF_RPC_ADDR``), then the first existing default socket of
+  ``serf_trio.rpc.paths`` (the user's, then the system service's).
   ``--rpc-auth`` / ``SERF_RPC_AUTH`` is sent after the handshake, as Serf's CLI does.
-* **The error boundary.** ``connected()`` turns the client's two error families into one line
-  on stderr and exit status 1: a connection failure names the agent it tried, an RPC error
-  prints the agent's text verbatim (Serf's CLIs print ``Error <action>: <text>``).
+* **The error boundary.** ``connected()`` turns the client's two error families into a message
+  on stderr and exit status 1: a connection failure names the agent it tried and where that
+  address came from (the variable, when the environment gave it); with no socket at any
+  default place, every path looked at and a hint on a second line.  An RPC error prints the
+  agent's text verbatim (Serf's CLIs print ``Error <action>: <text>``).
 * **Serf's input and output forms.** Go durations (``5s``, ``500ms``, ``1m30s``), ``k=v``
   pairs, and ``columnize`` (Serf aligns columns with two spaces).
 
@@ -23,7 +26,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
@@ -53,7 +56,8 @@ RpcAddrOpt = Annotated[
     typer.Option(
         "--rpc-addr",
         metavar="HOST:PORT",
-        help=f"Agent RPC address HOST:PORT (TCP). Env: {ENV_RPC_ADDR}.",
+        help=f"Agent RPC address HOST:PORT (TCP). Env: {ENV_RPC_ADDR} (used when "
+        f"{ENV_RPC_SOCKET} is not set).",
         show_default=False,
     ),
 ]
@@ -62,7 +66,9 @@ RpcSocketOpt = Annotated[
     typer.Option(
         "--rpc-socket",
         metavar="PATH",
-        help=f"Agent RPC Unix socket. Env: {ENV_RPC_SOCKET}. Default: the agent's default socket.",
+        help=f"Agent RPC Unix socket. Env: {ENV_RPC_SOCKET} (wins over {ENV_RPC_ADDR}). "
+        "Default: the socket of the user's own agent, else of the system service (both "
+        "paths are in the top-level help).",
         show_default=False,
     ),
 ]
@@ -91,11 +97,18 @@ TagFilterOpt = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
-    """Where the agent is: exactly one of ``rpc_addr`` / ``socket_path`` is set."""
+    """Where the agent is: exactly one of ``rpc_addr`` / ``socket_path`` is set.
+
+    ``source`` says where that came from (``--rpc-addr``, ``--rpc-socket``, an environment
+    variable's name, or ``default``); ``tried`` lists the default sockets looked for when none
+    of them existed (error messages name them all).
+    """
 
     rpc_addr: str | None
     socket_path: str | None
     auth: str
+    source: str = field(default="", compare=False)
+    tried: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def target(self) -> str:
@@ -115,26 +128,60 @@ def client_options(
         fail("Error: give either --rpc-addr or --rpc-socket, not both")
     auth = rpc_auth if rpc_auth is not None else env.get(ENV_RPC_AUTH, "")
     if rpc_addr is not None:
-        return ClientOptions(rpc_addr=rpc_addr, socket_path=None, auth=auth)
+        return _tcp_options(rpc_addr, "--rpc-addr", auth)
     if rpc_socket is not None:
-        return ClientOptions(rpc_addr=None, socket_path=rpc_socket, auth=auth)
+        return ClientOptions(None, rpc_socket, auth, source="--rpc-socket")
     # serf-trio's own variable beats Serf's: someone who set both means serf-trio's socket.
     if env.get(ENV_RPC_SOCKET):
-        return ClientOptions(rpc_addr=None, socket_path=env[ENV_RPC_SOCKET], auth=auth)
+        return ClientOptions(None, env[ENV_RPC_SOCKET], auth, source=ENV_RPC_SOCKET)
     if env.get(ENV_RPC_ADDR):
-        return ClientOptions(rpc_addr=env[ENV_RPC_ADDR], socket_path=None, auth=auth)
-    return ClientOptions(rpc_addr=None, socket_path=default_socket_path(), auth=auth)
+        return _tcp_options(env[ENV_RPC_ADDR], ENV_RPC_ADDR, auth)
+    return _default_socket(auth)
+
+
+def _tcp_options(addr: str, source: str, auth: str) -> ClientOptions:
+    """``HOST:PORT`` checked here, so a typo is named with where it came from."""
+    if not _valid_tcp_addr(addr):
+        fail(
+            f"Error: invalid RPC address {addr!r} (from {source}): "
+            "expected HOST:PORT with a port from 1 to 65535 ([v6]:PORT for IPv6)"
+        )
+    return ClientOptions(addr, None, auth, source=source)
+
+
+def _valid_tcp_addr(addr: str) -> bool:
+    """``host:port``, ``[v6]:port`` or a bare host (Serf's RPC port 7373), as the client reads
+    them (``rpc.client.parse_tcp_addr``); the port, if any, must be 1..65535."""
+    if addr.startswith("["):
+        host, bracket, rest = addr[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:]
+    elif addr.count(":") == 1:
+        host, _, port = addr.partition(":")
+    else:
+        host, port = addr, ""
+    del host  # any host: the connect names it if it does not resolve
+    if not port:
+        return True  # Serf's default RPC port
+    return port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def default_socket_path() -> str:
     """The first candidate socket that exists, else the preferred one (rules in ``rpc.paths``)."""
+    return str(_default_socket("").socket_path)
+
+
+def _default_socket(auth: str) -> ClientOptions:
+    """The first default socket that exists (``rpc.paths``: the user's, then the system
+    service's), else the preferred one with every path in ``tried``."""
     from serf_trio.rpc.paths import candidate_socket_paths
 
     candidates = candidate_socket_paths()
     for path in candidates:
         if os.path.exists(path):
-            return path
-    return candidates[0]
+            return ClientOptions(None, path, auth, source="default")
+    return ClientOptions(None, candidates[0], auth, source="default", tried=tuple(candidates))
 
 
 class RpcClientLike(Protocol):
@@ -175,9 +222,33 @@ def fail(message: str) -> NoReturn:
 
 
 def connect_error_line(opts: ClientOptions, reason: object) -> str:
-    """``Error connecting to serf-trio agent at <target>: <why>`` (one line)."""
+    """``Error connecting to serf-trio agent at <target>: <why>`` (one line), with where the
+    target came from when the environment gave it; with no default socket anywhere, every
+    path looked at, and a hint on a second line."""
+    if opts.tried:
+        where = " or ".join(opts.tried)
+        line = f"Error connecting to serf-trio agent: no agent socket at {where}"
+        return f"{line}\n{_no_socket_hint()}"
     text = _connect_reason(opts, reason)
-    return f"Error connecting to serf-trio agent at {opts.target}: {text}"
+    origin = f" (from {opts.source})" if opts.source in (ENV_RPC_SOCKET, ENV_RPC_ADDR) else ""
+    line = f"Error connecting to serf-trio agent at {opts.target}{origin}: {text}"
+    if opts.socket_path is not None and text == "Permission denied":
+        line += (
+            "\nHint: the agent's socket is open to its own user only (mode 0600): run this "
+            "command as that user (the system service's: root)."
+        )
+    return line
+
+
+def _no_socket_hint() -> str:
+    from serf_trio.rpc.paths import SYSTEM_SOCKET_PATH
+
+    return (
+        f"Hint: is the agent running? The system service listens on {SYSTEM_SOCKET_PATH}, an "
+        "agent a user starts on $XDG_RUNTIME_DIR/serf-trio/rpc.sock; for any other agent give "
+        f"--rpc-socket PATH (or {ENV_RPC_SOCKET}), or --rpc-addr HOST:PORT (or {ENV_RPC_ADDR}) "
+        "for its TCP RPC."
+    )
 
 
 def _connect_reason(opts: ClientOptions, reason: object) -> str:

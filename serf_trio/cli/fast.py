@@ -11,6 +11,11 @@ Parameters of any other type keep Typer's own coercion.
 This touches one private Typer attribute (``_runtime_param``, the lazily built coercer) and
 degrades safely: if a future Typer renames it, parameters simply fall back to Typer's path
 (correct, only slower), and ``tests/cli/test_fast_start.py`` notices that Pydantic is back.
+
+``FastCommand`` also writes its positional arguments the way command-line help usually does
+(``ADDRESS...``, ``[PAYLOAD]``): Typer's own help shows ``{addresses}...`` in the usage line and
+Python types (``<list[str]>``) beside each argument.  Public Click API only
+(``collect_usage_pieces``, ``format_options``), so nothing breaks if Typer changes.
 """
 
 from __future__ import annotations
@@ -122,9 +127,45 @@ class FastGroup(TyperGroup):
 
 
 class FastCommand(TyperCommand):
-    """A client command: simple parameters are coerced without Pydantic."""
+    """A client command: simple parameters are coerced without Pydantic, and its help names
+    arguments in capitals without Python types (module docstring)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params: list[Any] = super().get_params(ctx)
         lighten(params)
         return params
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args: list[tuple[str, str]] = []
+        opts: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                args.append((argument_name(param), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (("Arguments", args), ("Options", opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def argument_name(param: Any) -> str:
+    """A positional argument as help shows it: its metavar, else its name in capitals, with
+    ``...`` when it takes several values."""
+    name = str(param.metavar or (param.name or "").upper())
+    if param.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return name

@@ -77,7 +77,7 @@ def rtt(
     node_a: Annotated[str, typer.Argument(metavar="A", help="A node name.")],
     node_b: Annotated[
         str | None,
-        typer.Argument(metavar="[B]", help="Another node name (default: the agent's node)."),
+        typer.Argument(metavar="B", help="Another node name (default: the agent's node)."),
     ] = None,
     rpc_addr: RpcAddrOpt = None,
     rpc_socket: RpcSocketOpt = None,

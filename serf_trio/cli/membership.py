@@ -1,7 +1,9 @@
 """``join``, ``leave`` and ``force-leave``: the commands that change who is in the cluster.
 
 Messages are Serf's (``Successfully joined cluster by contacting N nodes.``, ``Graceful leave
-complete``); ``force-leave`` prints nothing on success, as ``serf force-leave`` does.
+complete``); ``force-leave`` prints nothing on success, as ``serf force-leave`` does.  ``leave``
+returns when the agent's leave is over, as Serf's does; a leave that timed out or was aborted
+is ``Error leaving: <the agent's reason>`` and exit status 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ LEAVE_TIMEOUT = 30.0
 
 def join(
     addresses: Annotated[
-        list[str], typer.Argument(help="Addresses to join: host, host:port or name/host:port.")
+        list[str],
+        typer.Argument(
+            metavar="ADDRESS...", help="Addresses to join: host, host:port or name/host:port."
+        ),
     ],
     replay: Annotated[
         bool, typer.Option("--replay", help="Replay past user events to the joining agent.")
@@ -41,7 +46,11 @@ def leave(
     rpc_socket: RpcSocketOpt = None,
     rpc_auth: RpcAuthOpt = None,
 ) -> None:
-    """Gracefully leave the cluster and shut the agent down."""
+    """Gracefully leave the cluster and shut the agent down.
+
+    Returns once the leave is over (the others have been told). Exit status 1 when it timed
+    out or was aborted; the agent shuts down either way.
+    """
     with agent_client(rpc_addr, rpc_socket, rpc_auth, "leaving", timeout=LEAVE_TIMEOUT) as client:
         client.leave()
     typer.echo("Graceful leave complete")

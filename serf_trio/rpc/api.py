@@ -126,7 +126,9 @@ class AgentAPI(Protocol):
         ...
 
     async def leave(self) -> None:
-        """Graceful leave; the agent then shuts down (after the reply is written)."""
+        """Graceful leave; returns once the agent has left (Serf answers after its leave), or
+        raises ``AgentError`` when the leave timed out or was aborted.  The agent then shuts
+        down either way, after the reply is written."""
         ...
 
     async def force_leave(self, node: str, prune: bool) -> None: ...

@@ -61,7 +61,13 @@ _NS = 1_000_000_000
 
 
 class RpcServeError(Exception):
-    """The server cannot start (socket in use, path not a socket, ...)."""
+    """The server cannot start; the text names the socket or address and why (``cannot listen
+    on the RPC socket PATH: another agent is listening on it``)."""
+
+
+def _os_reason(exc: OSError) -> str:
+    text = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return text[:1].lower() + text[1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +109,15 @@ class RpcServer:
         max_connections: int = MAX_CONNECTIONS,
         max_object: int = p.DEFAULT_MAX_OBJECT,
         out_queue: int = OUT_QUEUE_FRAMES,
+        make_dir: bool = True,
     ) -> None:
+        """``make_dir``: create the socket's directory (mode 0700) when it is missing; False
+        makes a missing directory an error (the agent creates only its runtime directory)."""
         if socket_path is None and tcp_addr is None:
             raise ValueError("RpcServer needs a socket_path or a tcp_addr")
         self.api = api
         self.socket_path = socket_path
+        self.make_dir = make_dir
         self.tcp_addr = tcp_addr
         self.log = logger if logger is not None else structlog.get_logger("serf_trio.rpc")
         self.max_connections = max_connections
@@ -142,12 +152,24 @@ class RpcServer:
                 bound_path = self.socket_path
             if self.tcp_addr is not None:
                 host, port = self.tcp_addr
-                tcp = await trio.open_tcp_listeners(port, host=host, backlog=LISTEN_BACKLOG)
+                try:
+                    tcp = await trio.open_tcp_listeners(port, host=host, backlog=LISTEN_BACKLOG)
+                except OSError as exc:
+                    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                    raise RpcServeError(
+                        f"cannot listen on the RPC address {addr} (TCP): {_os_reason(exc)}"
+                    ) from None
                 listeners.extend(tcp)
                 name = tcp[0].socket.getsockname()
                 bound_tcp = (str(name[0]), int(name[1]))
             bound = RpcBound(bound_path, bound_tcp)
-            self.log.info("rpc_listening", socket=bound_path, tcp=bound_tcp)
+            # Only what is listening (no ``tcp=None`` in the log).
+            listening: dict[str, str] = {}
+            if bound_path is not None:
+                listening["socket"] = bound_path
+            if bound_tcp is not None:
+                listening["tcp"] = f"{bound_tcp[0]}:{bound_tcp[1]}"
+            self.log.info("rpc_listening", **listening)
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, self._handle, listeners)
                 task_status.started(bound)
@@ -160,7 +182,7 @@ class RpcServer:
     # -- Unix socket file -----------------------------------------------------------------------
 
     async def _bind_unix(self, path: str) -> trio.SocketListener:
-        tmp = _prepare_socket_dir(path)
+        tmp = _prepare_socket_dir(path, self.make_dir)
         await self._check_existing(path)
         # Bind under a temporary name, chmod 0600, then rename into place: the socket is never
         # reachable under its public name with wider permissions, and a stale file is replaced
@@ -171,6 +193,12 @@ class RpcServer:
             os.chmod(tmp, 0o600)
             sock.listen(LISTEN_BACKLOG)
             os.replace(tmp, path)
+        except OSError as exc:
+            sock.close()
+            _unlink_quietly(tmp)
+            raise RpcServeError(
+                f"cannot listen on the RPC socket {path}: {_os_reason(exc)}"
+            ) from None
         except BaseException:
             sock.close()
             _unlink_quietly(tmp)
@@ -185,7 +213,9 @@ class RpcServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise RpcServeError(f"{path} exists and is not a socket")
+            raise RpcServeError(
+                f"cannot listen on the RPC socket {path}: it exists and is not a socket"
+            )
         probe = trio.socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
         with probe:
             try:
@@ -196,7 +226,10 @@ class RpcServer:
                 return
             except trio.TooSlowError:
                 pass  # someone holds it but does not accept fast: treat as live
-        raise RpcServeError(f"another agent is listening on {path}")
+        raise RpcServeError(
+            f"cannot listen on the RPC socket {path}: another agent is listening on it "
+            "(stop it, or give this agent another --rpc-socket)"
+        )
 
     def _remove_socket_file(self) -> None:
         if self.socket_path is None or self._unix_ino is None:
@@ -239,11 +272,28 @@ class RpcServer:
         self.log.warning("rpc_connection_dropped", reason=reason)
 
 
-def _prepare_socket_dir(path: str) -> str:
-    """Create the socket's directory (0700) if missing; return a free temporary bind path."""
+def _prepare_socket_dir(path: str, make_dir: bool) -> str:
+    """Create the socket's directory (0700) if missing and allowed; return a free temporary
+    bind path.  ``RpcServeError`` when the directory is missing and may not be created."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        where = f"cannot listen on the RPC socket {path}"
+        if not make_dir:
+            raise RpcServeError(
+                f"{where}: its directory {parent} does not exist "
+                "(create it first, or choose another socket path)"
+            )
+        try:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            hint = (
+                " (run the agent as a user who may, set XDG_RUNTIME_DIR, or give another socket)"
+                if isinstance(exc, PermissionError)
+                else ""
+            )
+            raise RpcServeError(
+                f"{where}: cannot create its directory {parent}: {_os_reason(exc)}{hint}"
+            ) from None
     # Short name: sun_path holds only 108 bytes.
     tmp = os.path.join(parent, f".{os.getpid() % 0x1000000:x}.s")
     _unlink_quietly(tmp)
@@ -429,9 +479,16 @@ class _Connection:
                 error = str(exc)
             await self._reply(seq, error, p.join_body(num), has_body=True)
         elif cmd == p.LEAVE:
-            await self._reply(seq, "")
+            # Serf answers once the leave is over (ipc.go handleLeave), so the reply says
+            # whether the others were told; a leave that timed out or was aborted is an error.
+            # The agent stops afterwards, after a grace that lets this reply out.
             self.server.log.info("rpc_leave_requested")
-            await api.leave()
+            try:
+                await api.leave()
+            except AgentError as exc:
+                error = str(exc)
+                self.server.log.warning("rpc_leave_failed", error=error)
+            await self._reply(seq, error)
             return False
         elif cmd in (p.FORCE_LEAVE, p.TAGS, p.EVENT, p.RESPOND):
             try:

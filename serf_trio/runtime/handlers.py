@@ -24,9 +24,13 @@ worker, size ``SupervisorConfig.queue_size``, full policy drop + count + ``handl
 Reload (``update``): handlers are identified by their spec text; unchanged ones keep their
 queue and worker, new ones start, removed ones get no new events and finish what is queued.
 
-Logs (structlog): ``handler_started``, ``handler_exited``, ``handler_failed``,
-``handler_timeout``, ``handler_output_truncated``, ``handler_queue_full``,
-``handler_spawn_failed``, ``handler_response_too_large``, ``handler_response_rejected``.
+Logs (structlog), each with the handler's spec (``handler``): ``handler_started`` (debug),
+``handler_exited`` (info: exit status, duration and the output's last ``OUTPUT_TAIL`` bytes),
+``handler_failed``, ``handler_timeout``, ``handler_output_truncated``, ``handler_queue_full``,
+``handler_spawn_failed``, ``handler_response_too_large``, ``handler_response_rejected``, and
+``handler_not_runnable`` (``check_commands``: at start and on every reload, a handler whose
+command's first word a shell could not run: a path that does not exist or is not executable,
+a bare word not on ``PATH``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -139,6 +146,57 @@ class RunResult:
         return self.output[-OUTPUT_TAIL:]
 
 
+# Words /bin/sh runs itself (POSIX special and regular builtins, keywords and common extras):
+# nothing to look for on PATH.
+_SHELL_WORDS = frozenset(
+    (
+        *("!", ".", ":", "[", "{", "(", "alias", "bg", "break", "case", "cd", "command"),
+        *("continue", "echo", "eval", "exec", "exit", "export", "false", "fc", "fg", "for"),
+        *("getopts", "hash", "if", "jobs", "kill", "local", "printf", "pwd", "read"),
+        *("readonly", "return", "set", "shift", "source", "test", "time", "times", "trap"),
+        *("true", "type", "ulimit", "umask", "unalias", "unset", "until", "wait", "while"),
+    )
+)
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_SHELL_SYNTAX = set("$`*?[](){};|&<>")
+
+
+def command_problem(
+    command: str, path_var: str | None = None, cwd: str | None = None
+) -> str | None:
+    """Why ``/bin/sh -c command`` could not start its first word, or ``None`` if it looks
+    runnable (or cannot be judged without running a shell: expansions, syntax, builtins).
+
+    Resolved as a shell would: leading ``VAR=value`` words are skipped; a word with a ``/`` is
+    a path (relative to ``cwd``) that must exist, not be a directory and be executable; a bare
+    word is looked up on ``path_var`` (default: this process's ``PATH``).
+    """
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return None  # unbalanced quotes: the shell's own error says it best
+    while words and _ASSIGNMENT.match(words[0]):
+        words.pop(0)
+    if not words:
+        return None
+    word = words[0]
+    if word in _SHELL_WORDS or _SHELL_SYNTAX.intersection(word):
+        return None
+    if "/" in word:
+        path = os.path.join(cwd or os.getcwd(), os.path.expanduser(word))
+        if not os.path.exists(path):
+            return f"{word} does not exist"
+        if os.path.isdir(path):
+            return f"{word} is a directory"
+        if not os.access(path, os.X_OK):
+            return f"{word} is not executable (chmod +x, or run it through sh)"
+        return None
+    search = path_var if path_var is not None else os.environ.get("PATH", os.defpath)
+    if shutil.which(word, path=search) is None:
+        return f"{word} is not found on PATH"
+    return None
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     # The script runs in its own session, so its process group id is its pid.
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -178,6 +236,7 @@ class HandlerSupervisor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the workers until cancelled; running scripts are killed on cancellation."""
+        self.check_commands()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -208,6 +267,22 @@ class HandlerSupervisor:
                 self._handlers[key] = h
                 if self._nursery is not None:
                     self._start_worker(h)
+
+    def check_commands(self) -> list[str]:
+        """Warn (``handler_not_runnable``) about each handler whose command could not start
+        (``command_problem``); called by ``run`` and on every reload.  The reasons found."""
+        problems = []
+        for h in self._handlers.values():
+            why = command_problem(h.spec.command)
+            if why is not None:
+                problems.append(why)
+                self._log.warning(
+                    "handler_not_runnable",
+                    handler=h.spec.text,
+                    reason=why,
+                    hint="its events will fail until the script is fixed (a SIGHUP re-checks)",
+                )
+        return problems
 
     def set_self_tags(self, tags: Mapping[str, str]) -> None:
         """The local tags changed (``serf tags``): later runs see the new ``SERF_TAG_*``."""
@@ -271,7 +346,8 @@ class HandlerSupervisor:
         log = self._log.bind(handler=h.spec.text, serf_event=kind[0], name=kind[1])
         env = {**os.environ, **handler_env(self.self_name, self.self_tags, event)}
         async with self._limiter:
-            log.debug("handler_started", ltime=getattr(event, "ltime", None))
+            ltime = getattr(event, "ltime", None)
+            log.debug("handler_started", **({"ltime": ltime} if ltime is not None else {}))
             result = await self.run_script(h.spec.command, env, handler_stdin(event), log)
         h.runs += 1
         if result.output_total > self.config.output_limit:
@@ -286,7 +362,6 @@ class HandlerSupervisor:
             log.warning(
                 "handler_timeout",
                 timeout=self.config.timeout,
-                exit_code=result.exit_code,
                 output_tail=_text(result.output_tail),
                 duration=round(result.duration, 3),
             )
@@ -294,19 +369,26 @@ class HandlerSupervisor:
         if result.exit_code != 0:
             h.failures += 1
             code = result.exit_code
+            if code is None:
+                return  # it could not start: handler_spawn_failed said why
+            # A negative code is the signal that ended the script (a crash, an OOM kill).
+            how = {"signal": signal.Signals(-code).name} if code < 0 else {}
             log.error(
                 "handler_failed",
                 exit_code=code,
-                # A negative code is the signal that ended the script (a crash, an OOM kill).
-                signal=signal.Signals(-code).name if code is not None and code < 0 else None,
+                **how,
                 output_tail=_text(result.output_tail),
                 duration=round(result.duration, 3),
             )
             return
+        # Every run's output is logged (capped to its last OUTPUT_TAIL bytes), as Serf logs a
+        # script's output.
+        out = {"output": _text(result.output_tail)} if result.output_total else {}
         log.info(
             "handler_exited",
             exit_code=0,
             output_bytes=result.output_total,
+            **out,
             duration=round(result.duration, 3),
         )
         if (

@@ -16,13 +16,22 @@ Rules this module owns:
   the agent's own output is at INFO.
 * **LogHub**: the last 512 lines (as Serf's ``2026/11/29 04:50:54 [INFO] agent: ...`` text)
   plus bounded, lossy subscriber channels; a slow monitor client loses lines, never the agent.
+* **Syslog** (``SyslogWriter``, Serf's ``enable_syslog`` / ``syslog_facility``): every line
+  that is output also goes, as text, to the local syslog socket (``/dev/log``; the path is a
+  parameter), tagged ``serf-trio``, with Serf's level-to-priority map (TRACE debug, DEBUG info,
+  INFO notice, WARN warning, ERR err).  The socket is non-blocking and lossy: a full or absent
+  syslog drops the line (counted in ``dropped``), it never stalls the agent.  The JSON (or
+  text) lines on stderr stay as they are.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping
@@ -59,6 +68,27 @@ _METHOD_LEVELS = {
     "fatal": "ERR",
 }
 
+# syslog(3) facilities by Serf's names (go-syslog facilityPriority), and the severity each of
+# Serf's levels is written at (serf syslog.go levelPriority: one step down, INFO is notice).
+SYSLOG_FACILITIES = {
+    "KERN": 0,
+    "USER": 1,
+    "MAIL": 2,
+    "DAEMON": 3,
+    "AUTH": 4,
+    "SYSLOG": 5,
+    "LPR": 6,
+    "NEWS": 7,
+    "UUCP": 8,
+    "CRON": 9,
+    "AUTHPRIV": 10,
+    "FTP": 11,
+    **{f"LOCAL{i}": 16 + i for i in range(8)},
+}
+_SYSLOG_SEVERITY = {"TRACE": 7, "DEBUG": 6, "INFO": 5, "WARN": 4, "ERR": 3}
+SYSLOG_PATH = "/dev/log"
+SYSLOG_TAG = "serf-trio"
+
 BACKLOG = 512  # lines kept for new monitor clients (Serf's log writer keeps 512)
 SUBSCRIBER_BUFFER = 512
 
@@ -78,10 +108,69 @@ def monitor_level(text: str) -> int:
 def render_text(level: str, event_dict: MutableMapping[str, Any]) -> str:
     """Serf's Go-log form: ``2026/11/29 04:50:54 [INFO] agent: member_join member=n2``."""
     stamp = datetime.now(UTC).strftime("%Y/%m/%d %H:%M:%S")
+    return f"{stamp} [{level}] {_message(event_dict)}"
+
+
+def _message(event_dict: MutableMapping[str, Any]) -> str:
+    """``agent: member_join member=n2``: the part of a line after the level."""
     skip = {"event", "level", "timestamp", "node"}
     fields = " ".join(f"{k}={v}" for k, v in event_dict.items() if k not in skip)
     event = event_dict.get("event", "")
-    return f"{stamp} [{level}] agent: {event}" + (f" {fields}" if fields else "")
+    return f"agent: {event}" + (f" {fields}" if fields else "")
+
+
+class SyslogWriter:
+    """Log lines to the local syslog socket, as datagrams in the form syslog(3) writes
+    (``<PRI>Mmm dd hh:mm:ss serf-trio[PID]: message``).  ``OSError`` from the constructor when
+    the socket cannot be reached (Serf refuses to start then too); afterwards sending never
+    blocks and never raises: a line that cannot be sent is dropped and counted."""
+
+    def __init__(self, facility: str = "LOCAL0", path: str = SYSLOG_PATH) -> None:
+        name = facility.strip().upper()
+        if name not in SYSLOG_FACILITIES:
+            raise ValueError(f"unknown syslog facility {facility!r}")
+        self.facility = SYSLOG_FACILITIES[name]
+        self.path = path
+        self.sent = 0
+        self.dropped = 0
+        self._sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
+    def send(self, level: str, message: str) -> None:
+        """Send one line at Serf's ``level`` (TRACE ... ERR)."""
+        pri = self.facility * 8 + _SYSLOG_SEVERITY.get(level, 5)
+        stamp = time.strftime("%b %d %H:%M:%S")
+        data = f"<{pri}>{stamp} {SYSLOG_TAG}[{os.getpid()}]: {message}".encode()
+        for attempt in (1, 2):
+            try:
+                self._sock.send(data)
+            except BlockingIOError:
+                break  # syslog is behind: drop rather than wait
+            except OSError:
+                if attempt == 2:
+                    break
+                try:  # the daemon restarted (a new socket at the same path): reconnect once
+                    fresh = self._connect()
+                except OSError:
+                    break
+                self._sock.close()
+                self._sock = fresh
+            else:
+                self.sent += 1
+                return
+        self.dropped += 1
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 @dataclass(slots=True)
@@ -189,6 +278,14 @@ def _hub_processor(settings: LogSettings) -> Any:
     return tap
 
 
+def _syslog_processor(writer: SyslogWriter) -> Any:
+    def tee(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
+        writer.send(_METHOD_LEVELS.get(method, "INFO"), _message(event_dict))
+        return event_dict
+
+    return tee
+
+
 def use_console(log_format: str | None, stream: TextIO) -> bool:
     """Console rendering when asked for, or by default when ``stream`` is a TTY."""
     if log_format is not None:
@@ -216,9 +313,14 @@ class _StdlibBridge(logging.Handler):
 
 
 def configure(
-    settings: LogSettings, *, log_format: str | None = None, stream: TextIO | None = None
+    settings: LogSettings,
+    *,
+    log_format: str | None = None,
+    stream: TextIO | None = None,
+    syslog: SyslogWriter | None = None,
 ) -> None:
-    """Configure structlog (and route stdlib logging and warnings into it).  Call once."""
+    """Configure structlog (and route stdlib logging and warnings into it).  Call once.
+    ``syslog``: also send every line that is output there (module docstring)."""
     out = stream if stream is not None else sys.stderr
     renderer: Any
     if use_console(log_format, out):
@@ -234,6 +336,7 @@ def configure(
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _hub_processor(settings),
+            *([_syslog_processor(syslog)] if syslog is not None else []),
             *tracebacks,
             renderer,
         ],

@@ -6,6 +6,7 @@ first.  Event names are snake_case: ``member_join``, ``member_failed``, ``member
 ``query_event``, ``packet_dropped``, ``join_done``, ``leave_done`` and the core's ``Notice``
 names (``suspected``, ``declared_dead``, ``refuted``, ...).  A notice's ``node`` field names the
 member it is about, so it is logged as ``member``: every line's ``node`` is the logging node.
+Received user events and queries are info lines, as in Serf (``Received event: ...``).
 """
 
 from __future__ import annotations
@@ -53,11 +54,23 @@ def report(log: Any, eff: object) -> None:
                 eff.kind.replace("-", "_"), member=sm.name, addr=str(sm.addr), status=sm.status
             )
     elif isinstance(eff, SerfUserEvent):
-        log.debug("user_event", name=eff.name, ltime=eff.ltime, size=len(eff.payload))
+        # Info, as Serf's agent logs ``Received event: user-event: NAME``.
+        log.info("user_event", name=eff.name, ltime=eff.ltime, size=len(eff.payload))
     elif isinstance(eff, SerfQueryEvent):
-        log.debug("query_event", name=eff.name, ltime=eff.ltime, source=eff.source_node)
+        # Info, as Serf's agent logs ``Received event: query: NAME`` (internal ``_serf_``
+        # queries are answered by the core and never reported here).
+        log.info(
+            "query_event",
+            name=eff.name,
+            ltime=eff.ltime,
+            source=eff.source_node,
+            size=len(eff.payload),
+        )
     elif isinstance(eff, Notice):
-        fields = {_NOTICE_KEYS.get(k, k): _loggable(v) for k, v in eff.fields.items()}
+        # A field without a value is left out (no ``key=None`` in a line).
+        fields = {
+            _NOTICE_KEYS.get(k, k): _loggable(v) for k, v in eff.fields.items() if v is not None
+        }
         if is_name_conflict_loss(eff):
             log.error("name_conflict_lost", **fields)
         else:

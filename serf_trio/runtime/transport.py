@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import os
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +49,43 @@ _READ_CHUNK = 65536
 
 class TransportError(Exception):
     """An outbound stream failed: refused, reset, timed out or a malformed reply."""
+
+
+class BindError(OSError):
+    """A listening address cannot be bound.  ``str()`` is a sentence that names the address,
+    its role and protocol, and the reason (``cannot bind the gossip address 127.0.0.1:7946
+    (UDP): address already in use``); ``errno`` is the OS's."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# A word of advice for the reasons an operator can do something about.
+_BIND_HINTS = {
+    errno.EADDRINUSE: "is another agent using it?",
+    errno.EADDRNOTAVAIL: "is it an address of this host?",
+    errno.EACCES: "ports below 1024 need privileges",
+}
+
+
+def bind_failure(what: str, exc: OSError) -> str:
+    """``cannot bind <what>: <reason>`` with the OS's reason in words (and a hint)."""
+    code = exc.errno
+    reason = os.strerror(code) if code else (exc.strerror or str(exc) or type(exc).__name__)
+    reason = reason[:1].lower() + reason[1:]
+    hint = _BIND_HINTS.get(code or 0)
+    return f"cannot bind {what}: {reason}" + (f" ({hint})" if hint else "")
+
+
+def gossip_bind_error(addr: Address, proto: str, exc: OSError) -> BindError:
+    return BindError(exc.errno, bind_failure(f"the gossip address {addr} ({proto})", exc))
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception in words for a log line (the OS's text, never a Python repr)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +307,7 @@ async def serve_stream_connection(
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 counters.stream_errors += 1
-                log.debug("stream_read_failed", error=repr(exc))
+                log.debug("stream_read_failed", error=_reason(exc))
                 return
             answer = await on_stream(request)
             if answer is not None:
@@ -344,24 +382,28 @@ class UdpTcpTransport:
     async def _bind_pair(self) -> tuple[trio.socket.SocketType, trio.SocketListener]:
         """Bind UDP and TCP to the same port; with port 0, retry until both get the same one."""
         family = _family(self.bind.host)
+        host = self.bind.host
         for _attempt in range(20):
             udp = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
             try:
-                await udp.bind((self.bind.host, self.bind.port))
+                try:
+                    await udp.bind((host, self.bind.port))
+                except OSError as exc:
+                    raise gossip_bind_error(self.bind, "UDP", exc) from None
                 port = udp.getsockname()[1]
                 tcp = trio.socket.socket(family, stdlib_socket.SOCK_STREAM)
                 try:
                     tcp.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
                     if family == stdlib_socket.AF_INET6:
                         tcp.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
-                    await tcp.bind((self.bind.host, port))
+                    await tcp.bind((host, port))
                     tcp.listen(128)
                 except OSError as exc:
                     tcp.close()
                     if self.bind.port == 0 and exc.errno == errno.EADDRINUSE:
                         udp.close()
                         continue  # the TCP side of that port is taken; try another port
-                    raise
+                    raise gossip_bind_error(Address(host, port), "TCP", exc) from None
             except BaseException:
                 udp.close()
                 raise
@@ -370,7 +412,11 @@ class UdpTcpTransport:
             except OSError:
                 self._log.info("udp_rcvbuf_not_set", wanted=UDP_RECV_BUFFER)
             return udp, trio.SocketListener(tcp)
-        raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
+        raise BindError(
+            errno.EADDRINUSE,
+            f"cannot bind the gossip address {self.bind} (UDP and TCP): "
+            "no port was free for both after 20 tries",
+        )
 
     async def serve(
         self,
@@ -403,7 +449,7 @@ class UdpTcpTransport:
                 data, src = await udp.recvfrom(MAX_DATAGRAM)
             except OSError as exc:
                 # e.g. ECONNREFUSED from an earlier send (ICMP port unreachable): not fatal.
-                self._log.debug("udp_recv_error", error=repr(exc))
+                self._log.debug("udp_recv_error", error=_reason(exc))
                 continue
             if not data:
                 c.packets_dropped_bad += 1  # memberlist ignores 0-byte datagrams
@@ -431,7 +477,7 @@ class UdpTcpTransport:
                 stream = await listener.accept()
             except OSError as exc:
                 # EMFILE and friends: back off briefly, like trio.serve_listeners does.
-                self._log.warning("tcp_accept_failed", error=repr(exc))
+                self._log.warning("tcp_accept_failed", error=_reason(exc))
                 await trio.sleep(0.1)
                 continue
             if self._inbound.available_tokens == 0:
@@ -457,7 +503,7 @@ class UdpTcpTransport:
             self._counters.packets_out += 1
         except OSError as exc:
             self._counters.send_errors += 1
-            self._log.debug("udp_send_failed", to=str(addr), error=repr(exc))
+            self._log.debug("udp_send_failed", to=str(addr), error=_reason(exc))
 
     async def request(
         self, addr: Address, data: bytes, *, expect_reply: bool, time_limit: float

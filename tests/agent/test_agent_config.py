@@ -16,7 +16,7 @@ from serf_trio.agent.config import (
     parse_handler,
     parse_join_address,
 )
-from serf_trio.swim.api import Address
+from serf_trio.runtime.resolve import HostPort
 
 
 def write(path: Path, doc: object) -> Path:
@@ -51,7 +51,7 @@ def test_bad_durations(bad: object) -> None:
 def test_defaults_and_hostname() -> None:
     cfg = load([], hostname="box-7").config
     assert cfg.node_name == "box-7"
-    assert cfg.bind == Address("0.0.0.0", 7946)
+    assert cfg.bind == HostPort("0.0.0.0", 7946)
     assert cfg.rpc_addr is None  # TCP RPC off unless given
     assert cfg.log_level == "INFO"
     assert (cfg.retry_interval, cfg.reconnect_timeout, cfg.tombstone_timeout) == (
@@ -84,11 +84,11 @@ def test_flags() -> None:
         ]
     ).config
     assert cfg.node_name == "n1"
-    assert cfg.bind == Address("127.0.0.1", 7946)
-    assert cfg.advertise == Address("10.0.0.1", 0)  # 0 = the bound port
-    assert cfg.rpc_addr == Address("127.0.0.1", 7373)
-    assert cfg.start_join == ("127.0.0.2", "n3/127.0.0.3:8000")
-    assert cfg.join_addresses(cfg.start_join)[1] == Address("127.0.0.3", 8000)
+    assert cfg.bind == HostPort("127.0.0.1", 7946)
+    assert cfg.advertise == HostPort("10.0.0.1", 0)  # 0 = the bound port
+    assert cfg.rpc_addr == HostPort("127.0.0.1", 7373)
+    assert cfg.start_join == ("127.0.0.2", "n3/127.0.0.3:8000")  # kept as written
+    assert parse_join_address(cfg.start_join[1]) == HostPort("127.0.0.3", 8000)
     assert cfg.retry_join == ("127.0.0.4:7000",)
     assert cfg.tags == {"role": "web", "dc": "x=y"}
     assert [h.command for h in cfg.event_handlers] == ["./h.sh a=b", "./all.sh"]
@@ -150,17 +150,26 @@ def one_line_error(argv: list[str]) -> str:
     ("doc", "key", "fragment"),
     [
         ({"nod_name": "x"}, "nod_name", "unknown"),
-        ({"discover": "x"}, "discover", "not supported"),
-        ({"bind": 7946}, "bind", "IP[:PORT]"),
-        ({"bind": "example.com:1"}, "bind", "literal IP"),
+        ({"query_timeout_mult": 16}, "query_timeout_mult", "unknown"),  # not a Serf agent key
+        ({"bind": 7946}, "bind", "HOST[:PORT]"),
+        ({"bind": "bad host!:1"}, "bind", "neither an IP address nor a host name"),
         ({"bind": "127.0.0.1:70000"}, "bind", "out of range"),
-        ({"retry_interval": "soon"}, "retry_interval", "invalid duration"),
-        ({"retry_max": "3"}, "retry_max", "integer"),
+        ({"bind": "127.0.0.1:http"}, "bind", "port in '127.0.0.1:http' is not a number"),
+        ({"rpc_addr": "[::1]:x"}, "rpc_addr", "not a number"),
+        ({"retry_interval": "soon"}, "retry_interval", "is not a duration"),
+        ({"retry_interval": "5"}, "retry_interval", '"1m30s"'),
+        ({"retry_max": "3"}, "retry_max", "whole number"),
+        ({"retry_max_attempts": 1.5}, "retry_max_attempts", "whole number from 0 to"),
         ({"protocol": 9}, "protocol", "between 2 and 5"),
         ({"leave_on_terminate": "yes"}, "leave_on_terminate", "true or false"),
         ({"tags": {"a": 1}}, "tags", "string"),
         ({"tags": {"k": "v" * 600}}, "tags", "512 bytes"),
-        ({"start_join": ["host.example"]}, "start_join", "literal IP"),
+        ({"start_join": ["host_.exa mple"]}, "start_join", "HOST[:PORT]"),
+        ({"retry_join": ["/127.0.0.1"]}, "retry_join", "empty node name"),
+        ({"syslog_facility": "LOCAL9"}, "syslog_facility", "LOCAL7"),
+        ({"interface": "eth0 "}, "interface", "network interface name"),
+        ({"enable_compression": "no"}, "enable_compression", "true or false"),
+        ({"mdns": "x"}, "mdns", "map"),
         ({"event_handlers": ["bogus=./x.sh"]}, "event_handlers", "Invalid event script"),
         ({"event_handlers": [" member-join=./x.sh"]}, "event_handlers", "Invalid event script"),
         ({"event_handlers": ["user="]}, "event_handlers", "empty command"),
@@ -224,13 +233,16 @@ def test_bad_file_in_dir_is_named(tmp_path: Path) -> None:
         (["--encrypt", "not base64!"], "illegal base64"),
         (["--encrypt-algorithm", "rot13"], "--encrypt-algorithm"),
         (["--encrypt-verify-incoming", "maybe"], "--encrypt-verify-incoming"),
-        (["--bind", "nowhere"], "--bind"),
+        (["--bind", "no where"], "--bind"),
+        (["--syslog=perhaps"], "--syslog"),
         (["--tag", "novalue"], "--tag"),
         (["--event-handler", "member-joyn=./x"], "--event-handler"),
         (["--log-level", "chatty"], "--log-level"),
         (["--profile", "moon"], "--profile"),
         (["--frobnicate"], "unrecognized arguments"),
-        (["--retry-max", "x"], "--retry-max"),
+        (["--retry-max", "x"], "--retry-max: expected a whole number"),
+        (["--protocol", "9"], "--protocol: must be between 2 and 5"),
+        (["--retry-interval", "9"], "--retry-interval: '9' is not a duration"),
     ],
 )
 def test_flag_errors(argv: list[str], fragment: str) -> None:
@@ -265,9 +277,11 @@ def test_handler_split_at_first_equals() -> None:
 
 
 def test_join_address_forms() -> None:
-    assert parse_join_address("127.0.0.1") == Address("127.0.0.1", 7946)
-    assert parse_join_address("n1/127.0.0.1:9000") == Address("127.0.0.1", 9000)
-    assert parse_join_address("[::1]:9000") == Address("::1", 9000)
+    assert parse_join_address("127.0.0.1") == HostPort("127.0.0.1", 7946)
+    assert parse_join_address("n1/127.0.0.1:9000") == HostPort("127.0.0.1", 9000)
+    assert parse_join_address("[::1]:9000") == HostPort("::1", 9000)
+    assert parse_join_address("seed.example.com") == HostPort("seed.example.com", 7946)
+    assert parse_join_address("n1/localhost:9000") == HostPort("localhost", 9000)
 
 
 K32 = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # bytes 0..31

@@ -287,7 +287,7 @@ def test_bad_arguments_raise_value_error() -> None:
             serf_trio.Node("", bind=mem_addr(1), network=net)
         a = node(net, 1)
         with pytest.raises(ValueError):
-            await a.join("not-an-address")  # refused before the call reaches the node
+            await a.join("not an address!")  # refused before the call reaches the node
         with pytest.raises(ValueError):
             await a.join()
         with pytest.raises(ValueError):

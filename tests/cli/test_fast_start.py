@@ -69,7 +69,7 @@ def test_client_commands_do_not_load_heavy_modules(tmp_path: Path, args: list[st
     assert loaded == [], f"{' '.join(args)} loaded {loaded}"
 
 
-def test_members_without_agent_is_one_line_and_exit_1(tmp_path: Path) -> None:
+def test_members_without_agent_names_every_socket_tried_and_exit_1(tmp_path: Path) -> None:
     if any(os.path.exists(p) for p in ("/run/serf-trio/rpc.sock",)):
         pytest.skip("a system serf-trio agent is running here")
     proc = subprocess.run(
@@ -82,9 +82,12 @@ def test_members_without_agent_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stdout == ""
     sock = tmp_path / "serf-trio" / "rpc.sock"
-    assert proc.stderr == (
-        f"Error connecting to serf-trio agent at {sock}: No such file or directory\n"
+    error, hint = proc.stderr.splitlines()
+    assert error == (
+        f"Error connecting to serf-trio agent: no agent socket at {sock} or /run/serf-trio/rpc.sock"
     )
+    assert hint.startswith("Hint: is the agent running?")
+    assert "/run/serf-trio/rpc.sock" in hint and "--rpc-socket" in hint
 
 
 def test_tcp_refused_is_one_line_and_exit_1(tmp_path: Path) -> None:
@@ -97,7 +100,8 @@ def test_tcp_refused_is_one_line_and_exit_1(tmp_path: Path) -> None:
     )
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr == (
-        "Error connecting to serf-trio agent at 127.0.0.1:1: Connection refused\n"
+        "Error connecting to serf-trio agent at 127.0.0.1:1 (from SERF_RPC_ADDR): "
+        "Connection refused\n"
     )
 
 

@@ -105,7 +105,8 @@ def test_connect_error_line_keeps_only_the_os_reason() -> None:
     )
     chained = RuntimeError("cannot connect")
     chained.__cause__ = PermissionError(13, "Permission denied")
-    assert common.connect_error_line(opts, chained).endswith(": Permission denied")
+    error, hint = common.connect_error_line(opts, chained).splitlines()
+    assert error.endswith(": Permission denied") and "mode 0600" in hint
 
 
 # -- rtt formula (serf coordinate.DistanceTo) ------------------------------------------------

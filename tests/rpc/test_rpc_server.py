@@ -476,7 +476,9 @@ def test_live_socket_is_refused(sock_path: Path) -> None:
         async with running_server(FakeAgent(), sock_path):
             second = RpcServer(FakeAgent(), socket_path=str(sock_path))
             with pytest.raises(
-                RpcServeError, match=rf"^another agent is listening on {sock_path}$"
+                RpcServeError,
+                match=rf"^cannot listen on the RPC socket {sock_path}: "
+                r"another agent is listening on it \(",
             ):
                 await second.serve()
             # the first server is untouched
