@@ -263,9 +263,9 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
     unit = (REPO / "config" / "serf-trio.service").read_text()
-    assert "ExecStart=/usr/local/bin/serf-trio agent --config-dir /etc/serf-trio" in unit
+    assert "ExecStart=/opt/serf-trio/bin/serf-trio agent --config-dir /etc/serf-trio" in unit
     copy = tmp_path / "serf-trio.service"
-    copy.write_text(unit.replace("/usr/local/bin/serf-trio", serf_trio_script()))
+    copy.write_text(unit.replace("/opt/serf-trio/bin/serf-trio", serf_trio_script()))
     res = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     # Only warnings about the container environment are tolerated, none about our unit's keys.
