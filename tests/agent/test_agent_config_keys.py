@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import shutil
 import signal
@@ -230,20 +229,6 @@ def syslog_socket() -> Iterator[tuple[str, socket.socket]]:
         sock.settimeout(5.0)
         with sock:
             yield path, sock
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 def datagrams(sock: socket.socket) -> list[str]:

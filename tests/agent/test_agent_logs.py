@@ -7,7 +7,6 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -15,20 +14,6 @@ import trio
 import trio.testing
 
 from serf_trio.runtime.logs import LogHub, LogSettings, UnknownLevel, configure, monitor_level
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.reset_defaults()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    for h in handlers:
-        root.addHandler(h)
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 def lines(buf: io.StringIO) -> list[dict[str, object]]:
