@@ -53,6 +53,7 @@ import trio
 from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.delivery import EventQueue
 from serf_trio.runtime.driver import BusSizes, JoinError, NodeEvent, NotRunningError
+from serf_trio.runtime.looplag import LoopLag
 from serf_trio.runtime.resolve import Lookup, resolve_joins
 from serf_trio.runtime.serf_runtime import KeyringPersister, QueryStream, SerfRuntime
 from serf_trio.runtime.stats import Section, StatsRegistry
@@ -180,6 +181,8 @@ class Node:
         self.registry.register("delivery", lambda: rt.driver_statistics().delivery)
         self.registry.register("driver", lambda: _driver_section(rt))
         self.registry.register("encryption", self.crypto.stats)
+        rt.loop_lag = LoopLag()  # runs with the driver
+        self.registry.register("runtime_lag", rt.loop_lag.statistics)
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ from .bus import (
     classify,
 )
 from .delivery import EventQueue, Subscribers
+from .looplag import LoopLag
 from .report import report
 from .transport import Datagram, Transport, TransportError
 
@@ -152,6 +153,8 @@ class CoreDriver(Generic[C]):
         self._violations = 0
         self._streams: trio.Nursery | None = None  # the driver's nursery for short tasks
         self.addr: Address | None = None
+        # Set before ``run`` (``api.Node`` does): measured for as long as the node runs.
+        self.loop_lag: LoopLag | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -181,6 +184,8 @@ class CoreDriver(Generic[C]):
                     if self.config.push_pull_interval > 0:
                         nursery.start_soon(self._periodic, "push_pull", input_send.clone())
                     nursery.start_soon(self._drive, self._core, input_recv.clone(), out_send)
+                    if self.loop_lag is not None:
+                        nursery.start_soon(self.loop_lag.run)
                     self._log.info("node_started", addr=str(adv), bind=str(bound))
                     task_status.started(adv)
             finally:

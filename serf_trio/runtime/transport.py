@@ -110,6 +110,9 @@ class TransportStats:
     streams_in: int
     streams_out: int
     stream_errors: int
+    bytes_in: int = 0  # UDP bytes of every datagram read (as on the wire: sealed if encrypted)
+    bytes_out: int = 0  # UDP bytes sent (as on the wire)
+    tcp_bytes_out: int = 0  # stream bytes written (requests and replies, as on the wire)
 
 
 class TransportCounters:
@@ -124,6 +127,9 @@ class TransportCounters:
         self.streams_in = 0
         self.streams_out = 0
         self.stream_errors = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.tcp_bytes_out = 0
 
     def snapshot(self) -> TransportStats:
         return TransportStats(
@@ -135,6 +141,9 @@ class TransportCounters:
             self.streams_in,
             self.streams_out,
             self.stream_errors,
+            self.bytes_in,
+            self.bytes_out,
+            self.tcp_bytes_out,
         )
 
 
@@ -303,6 +312,7 @@ async def serve_stream_connection(
                     log.warning("stream_rejected", reason=str(exc))
                 reply = stream_error_reply(exc, first[0] if first else None, crypto)
                 if reply is not None:
+                    counters.tcp_bytes_out += len(reply)
                     await _send_quietly(stream, reply)
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -311,7 +321,9 @@ async def serve_stream_connection(
                 return
             answer = await on_stream(request)
             if answer is not None:
-                await _send_quietly(stream, crypto.seal_stream(answer))
+                sealed = crypto.seal_stream(answer)
+                counters.tcp_bytes_out += len(sealed)
+                await _send_quietly(stream, sealed)
         if scope.cancelled_caught:
             counters.stream_errors += 1
             log.debug("stream_timeout", timeout=time_limit)
@@ -324,14 +336,23 @@ async def _send_quietly(stream: trio.abc.SendStream, data: bytes) -> None:
 
 
 async def request_stream(
-    addr: Address, data: bytes, *, expect_reply: bool, time_limit: float, crypto: WireCrypto
+    addr: Address,
+    data: bytes,
+    *,
+    expect_reply: bool,
+    time_limit: float,
+    crypto: WireCrypto,
+    counters: TransportCounters | None = None,
 ) -> bytes:
     """Connect to ``addr``, write ``data``, read one reply if ``expect_reply``, under a timeout."""
     with trio.move_on_after(time_limit):
         try:
             stream = await trio.open_tcp_stream(addr.host, addr.port)
             async with stream:
-                await stream.send_all(crypto.seal_stream(data))
+                sealed = crypto.seal_stream(data)
+                if counters is not None:
+                    counters.tcp_bytes_out += len(sealed)
+                await stream.send_all(sealed)
                 if not expect_reply:
                     return b""
                 return await read_stream_message(stream, crypto.stream_reader(str(addr)))
@@ -451,6 +472,7 @@ class UdpTcpTransport:
                 # e.g. ECONNREFUSED from an earlier send (ICMP port unreachable): not fatal.
                 self._log.debug("udp_recv_error", error=_reason(exc))
                 continue
+            c.bytes_in += len(data)
             if not data:
                 c.packets_dropped_bad += 1  # memberlist ignores 0-byte datagrams
                 continue
@@ -499,8 +521,10 @@ class UdpTcpTransport:
             self._counters.send_errors += 1
             return
         try:
-            await udp.sendto(self.crypto.seal_packet(data), (addr.host, addr.port))
+            sealed = self.crypto.seal_packet(data)
+            await udp.sendto(sealed, (addr.host, addr.port))
             self._counters.packets_out += 1
+            self._counters.bytes_out += len(sealed)
         except OSError as exc:
             self._counters.send_errors += 1
             self._log.debug("udp_send_failed", to=str(addr), error=_reason(exc))
@@ -511,7 +535,12 @@ class UdpTcpTransport:
         self._counters.streams_out += 1
         try:
             return await request_stream(
-                addr, data, expect_reply=expect_reply, time_limit=time_limit, crypto=self.crypto
+                addr,
+                data,
+                expect_reply=expect_reply,
+                time_limit=time_limit,
+                crypto=self.crypto,
+                counters=self._counters,
             )
         except TransportError:
             self._counters.stream_errors += 1

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..swim.api import Address
 from .config import SerfConfig
+from .counters import SerfCounters
 from .effects import Outbox
 from .members import MemberState
 
@@ -28,6 +29,7 @@ class NodeContext:
     out: Outbox
     members: dict[str, MemberState]  # the Serf member table (the local node included)
     is_alive: Callable[[], bool]  # our own lifecycle is "alive" (not leaving/left/shutdown)
+    counters: SerfCounters = field(default_factory=SerfCounters)  # statistics only
 
 
 __all__ = ["NodeContext"]

@@ -33,6 +33,7 @@ class SerfDelegate:
     __slots__ = (
         "_accepting",
         "_coords",
+        "_counters",
         "_events",
         "_membership",
         "_meta",
@@ -56,6 +57,7 @@ class SerfDelegate:
         user_packet: Callable[[Address, bytes], SendPacket],
     ) -> None:
         self._out = ctx.out
+        self._counters = ctx.counters
         self._membership = membership
         self._events = events
         self._queries = queries
@@ -79,6 +81,7 @@ class SerfDelegate:
         except DecodeError as exc:
             self._out.violation(str(exc))
             return
+        self._counters.messages_received += 1
         if isinstance(msg, Leave):
             if self._membership.handle_leave_intent(now, msg):
                 self._membership.queue.queue(None, payload)
@@ -109,6 +112,7 @@ class SerfDelegate:
             got = q.get_broadcasts(overhead, limit - used)
             used += sum(len(m) + overhead for m in got)
             msgs.extend(got)
+        self._counters.messages_sent += len(msgs)
         return msgs
 
     def local_state(self, join: bool) -> bytes:

@@ -59,6 +59,7 @@ class Membership:
         self._members = ctx.members
         self._out = ctx.out
         self._is_alive = ctx.is_alive
+        self._counters = ctx.counters
         self._clock = clock  # the member clock
         self._intents = intents
         self.queue = queue  # serf intent broadcasts (join/leave)
@@ -156,6 +157,8 @@ class Membership:
                 self._mark_leaving(m, now, info.incarnation)
             self._members[info.name] = m
         else:
+            if m.status == "failed" and now - m.leave_time < self._config.flap_timeout:
+                self._counters.flaps += 1  # serf handleNodeJoin: serf.member.flap
             m.status = "alive"
             m.leave_time = 0.0
             m.addr, m.tags, m.vsn = info.addr, tags, info.vsn or m.vsn

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..swim.api import (
@@ -55,8 +55,16 @@ from ..wire.messages import DEFAULT_VSN
 from .config import SerfConfig
 from .context import NodeContext
 from .coordinate import Coordinate, NodeCoordinates, VivaldiClient
+from .counters import SerfCounters
 from .delegate import SerfDelegate
-from .effects import Outbox, SerfEffect
+from .effects import (
+    Outbox,
+    QueryUpdate,
+    SerfEffect,
+    SerfMemberEvent,
+    SerfQueryEvent,
+    SerfUserEvent,
+)
 from .errors import SerfError
 from .events import EventBuffer, UserEvents
 from .internal import NodeEnvelope
@@ -101,6 +109,18 @@ class SerfStats:
     query_queue: int
     pending_queries: int
     coordinate_resets: int
+    member_events: dict[str, int] = field(default_factory=dict)  # by kind: member-join, ...
+    flaps: int = 0  # a failed member came back within flap_timeout
+    user_events_sent: int = 0
+    user_events_received: int = 0  # delivered here, after dedupe
+    user_events_by_name: dict[str, int] = field(default_factory=dict)  # received, by name
+    queries_sent: int = 0
+    queries_received: int = 0  # delivered here
+    queries_by_name: dict[str, int] = field(default_factory=dict)  # received, by name
+    query_acks: int = 0  # received by us as originator
+    query_responses: int = 0  # received by us as originator
+    messages_sent: int = 0  # Serf-layer messages (broadcast transmissions + direct packets)
+    messages_received: int = 0
 
 
 class SerfNode:
@@ -170,7 +190,17 @@ class SerfNode:
         # The components.  memberlist comes last, as it needs the delegate (which needs them);
         # they reach it through the node (``self._ml``) once it exists.
         self._out = Outbox()
-        ctx = NodeContext(serf_config, name, addr, rng, self._out, self._members, self._is_alive)
+        self._counters = SerfCounters()
+        ctx = NodeContext(
+            serf_config,
+            name,
+            addr,
+            rng,
+            self._out,
+            self._members,
+            self._is_alive,
+            self._counters,
+        )
         self._reaper = Reaper(
             ctx, intents, now=now, rejoin=self._rejoin, forget=self._coords.forget
         )
@@ -270,6 +300,7 @@ class SerfNode:
         return self._ml.statistics()
 
     def serf_statistics(self) -> SerfStats:
+        c = self._counters
         counts = {s: 0 for s in STATUS_CODES}
         for m in self._members.values():
             counts[m.status] = counts.get(m.status, 0) + 1
@@ -287,6 +318,18 @@ class SerfNode:
             query_queue=len(self._bq_queries),
             pending_queries=self._queries.pending,
             coordinate_resets=self._coords.client.resets,
+            member_events=dict(c.member_events),
+            flaps=c.flaps,
+            user_events_sent=c.user_events_sent,
+            user_events_received=c.user_events_received,
+            user_events_by_name=dict(c.user_events_by_name),
+            queries_sent=c.queries_sent,
+            queries_received=c.queries_received,
+            queries_by_name=dict(c.queries_by_name),
+            query_acks=c.query_acks,
+            query_responses=c.query_responses,
+            messages_sent=c.messages_sent,
+            messages_received=c.messages_received,
         )
 
     def push_pull_period(self) -> float:
@@ -379,6 +422,7 @@ class SerfNode:
 
         def call() -> list[Effect]:
             self._events.send(msg, raw)
+            self._counters.user_events_sent += 1
             return []
 
         return self._run(now, call)
@@ -389,6 +433,7 @@ class SerfNode:
 
         def call() -> list[Effect]:
             self._queries.originate(now, q, raw)
+            self._counters.queries_sent += 1
             return []
 
         return qid, self._run(now, call)
@@ -457,7 +502,24 @@ class SerfNode:
             self._translate(now, eff)
         self._after(now)
         self._out.effects = []
+        self._count(out)
         return out
+
+    def _count(self, effects: list[SerfEffect]) -> None:
+        """Statistics from what this entry point delivers (one isinstance chain per effect)."""
+        c = self._counters
+        for eff in effects:
+            if isinstance(eff, SerfMemberEvent):
+                c.member_event(eff.kind, len(eff.members))  # per member
+            elif isinstance(eff, SerfUserEvent):
+                c.user_event_received(eff.name)
+            elif isinstance(eff, SerfQueryEvent):
+                c.query_received(eff.name)
+            elif isinstance(eff, QueryUpdate):
+                if eff.record_type == "ack":
+                    c.query_acks += 1
+                elif eff.record_type == "response":
+                    c.query_responses += 1
 
     def _translate(self, now: float, eff: Effect) -> None:
         out = self._out
@@ -499,6 +561,7 @@ class SerfNode:
             self._translate(now, eff)
 
     def _user_packet(self, addr: Address, payload: bytes) -> SendPacket:
+        self._counters.messages_sent += 1
         return self._ml.user_packet(addr, payload)
 
 

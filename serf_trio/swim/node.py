@@ -63,6 +63,7 @@ from ..wire.messages import (
     Err,
     IndirectPing,
     Message,
+    MessageType,
     Nack,
     Ping,
     PushPull,
@@ -101,6 +102,7 @@ from .formulas import push_pull_scale, suspicion_confirmations_wanted, suspicion
 from .members import MemberTable, NodeRecord
 from .pushpull import merge_messages, node_states, verify_protocol
 from .suspicion import Suspicion
+from .tally import tally
 
 USER_MSG_OVERHEAD = 1  # the 08 type byte in front of a delegate message
 MAX_SEQ = 0xFFFF_FFFF
@@ -110,6 +112,22 @@ _STALE_ANSWER_CAP = 1024
 # in the 10%-loss simulation (0 stale declarations in 20 seeds, as with two); more would survive
 # a lost datagram at the price of one probe timeout each.
 LAST_CHANCES = 1
+
+
+# Statistics: memberlist message type names (lower case) by type byte and by decoded class.
+_TYPE_NAMES: dict[int, str] = {int(t): t.name.lower() for t in MessageType}
+_CLASS_NAMES: dict[type, str] = {
+    Ping: "ping",
+    IndirectPing: "indirect_ping",
+    Ack: "ack",
+    Nack: "nack",
+    Suspect: "suspect",
+    Alive: "alive",
+    Dead: "dead",
+    PushPull: "push_pull",
+    UserMsg: "user",
+    Err: "err",
+}
 
 
 def _source(src: Address | None) -> str:
@@ -137,6 +155,19 @@ class SwimStats:
     packets_in: int
     packets_out: int
     violations: int
+    probes_indirect: int = 0  # probe rounds that went on to indirect probes
+    nacks_received: int = 0  # nacks for our own probe rounds
+    degraded_probes: int = 0  # failed probes with fewer nacks than expected (memberlist
+    # ``memberlist.degraded.probe``)
+    suspicions_raised: int = 0  # a member became suspect in our table
+    suspicions_confirmed: int = 0  # a suspect member was declared dead
+    suspicions_refuted: int = 0  # a suspect member became alive again
+    refutations: int = 0  # we refuted an accusation about ourselves
+    push_pulls: int = 0  # push/pull exchanges completed (ours and answered)
+    # By memberlist message type (lower case); compound/compress wrappers count once each
+    # and the messages inside them by their own type.  UDP and stream messages alike.
+    messages_in: dict[str, int] = field(default_factory=dict)
+    messages_out: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -234,6 +265,16 @@ class Memberlist:
         self._packets_in = 0
         self._packets_out = 0
         self._violations = 0
+        self._probes_indirect = 0
+        self._nacks_received = 0
+        self._degraded_probes = 0
+        self._suspicions_raised = 0
+        self._suspicions_confirmed = 0
+        self._suspicions_refuted = 0
+        self._refutations = 0
+        self._push_pulls = 0
+        self._messages_in: dict[str, int] = {}
+        self._messages_out: dict[str, int] = {}
         # Rule 1's rate limiter: when we last answered a stale accusation, by destination.
         self._stale_answers: dict[Address, float] = {}
         meta = self._delegate.node_meta(META_MAX_SIZE)[:META_MAX_SIZE]
@@ -286,6 +327,16 @@ class Memberlist:
             packets_in=self._packets_in,
             packets_out=self._packets_out,
             violations=self._violations,
+            probes_indirect=self._probes_indirect,
+            nacks_received=self._nacks_received,
+            degraded_probes=self._degraded_probes,
+            suspicions_raised=self._suspicions_raised,
+            suspicions_confirmed=self._suspicions_confirmed,
+            suspicions_refuted=self._suspicions_refuted,
+            refutations=self._refutations,
+            push_pulls=self._push_pulls,
+            messages_in=dict(self._messages_in),
+            messages_out=dict(self._messages_out),
         )
 
     def push_pull_period(self) -> float:
@@ -359,9 +410,21 @@ class Memberlist:
 
     def _packet(self, addr: Address, parts: list[bytes], *, crc: bool) -> SendPacket:
         self._packets_out += 1
-        return SendPacket(
-            addr, encode_packet(parts, crc=crc, compress=self.config.enable_compression)
-        )
+        data = encode_packet(parts, crc=crc, compress=self.config.enable_compression)
+        out = self._messages_out
+        if (data[5] if crc else data[0]) == MessageType.COMPRESS:
+            tally(out, "compress")
+        if len(parts) > 1:
+            tally(out, "compound")
+        for part in parts:
+            tally(out, _TYPE_NAMES.get(part[0], "unknown"))
+        return SendPacket(addr, data)
+
+    def _count_in(self, msg: Message) -> None:
+        tally(self._messages_in, _CLASS_NAMES.get(type(msg), "unknown"))
+
+    def _count_out(self, msg: Message) -> None:
+        tally(self._messages_out, _CLASS_NAMES.get(type(msg), "unknown"))
 
     def _send_raw(self, addr: Address, parts: list[bytes], *, crc: bool) -> None:
         self._out.append(self._packet(addr, parts, crc=crc))
@@ -444,6 +507,7 @@ class Memberlist:
             self._end_probe()
             return
         p.indirect = True
+        self._probes_indirect += 1
         me = self.name
         relays = self._members.sample(
             self.config.indirect_checks,
@@ -469,9 +533,9 @@ class Memberlist:
             sid = next(self._ids)
             self._tcp_pings[sid] = p.seq
             p.tcp = "pending"
-            data = encode_stream_message(
-                self._ping(p.seq, target.name), compress=self.config.enable_compression
-            )
+            tcp_ping = self._ping(p.seq, target.name)
+            self._count_out(tcp_ping)
+            data = encode_stream_message(tcp_ping, compress=self.config.enable_compression)
             self._out.append(
                 OpenStream(
                     sid, target.addr, data, expect_reply=True, timeout=max(0.0, p.deadline - now)
@@ -507,6 +571,8 @@ class Memberlist:
             self._out.append(Notice("probe_tcp_only", {"node": p.target}))
             return
         self._probes_failed += 1
+        if p.expected_nacks > 0 and p.nacks < p.expected_nacks:
+            self._degraded_probes += 1
         if p.expected_nacks > 0:
             self._awareness.apply_delta(max(0, p.expected_nacks - p.nacks))
         else:
@@ -534,6 +600,8 @@ class Memberlist:
             except DecodeError as exc:
                 self._violation("stream", f"tcp ping reply: {exc}")
                 msg = None
+            if msg is not None:
+                self._count_in(msg)
             ok = isinstance(msg, Ack) and msg.seq_no == seq
         p = self._probe
         if p is None or p.seq != seq:
@@ -579,7 +647,10 @@ class Memberlist:
             decoded = decode_packet(data)
             for err in decoded.errors:
                 self._violation(_source(src), err)
+            for t in decoded.wrappers:
+                tally(self._messages_in, _TYPE_NAMES[t])
             for msg in decoded.messages:
+                self._count_in(msg)
                 self._dispatch(now, src, msg)
         return self._finish()
 
@@ -594,6 +665,7 @@ class Memberlist:
             p = self._probe
             if p is not None and p.seq == msg.seq_no:
                 p.nacks += 1
+                self._nacks_received += 1
         elif isinstance(msg, Suspect):
             self._on_suspect(now, msg, src=src)
         elif isinstance(msg, Alive):
@@ -702,6 +774,8 @@ class Memberlist:
         rec.meta = meta
         rec.addr = addr
         self._members.set_state(rec, State.ALIVE, now)
+        if old_state is State.SUSPECT:
+            self._suspicions_refuted += 1
         if old_state is State.DEAD or old_state is State.LEFT:
             self._event(MemberEventKind.JOIN, rec)
         elif old_meta != rec.meta:
@@ -734,6 +808,7 @@ class Memberlist:
         self._queue_broadcast(msg.node, msg)
         rec.incarnation = msg.incarnation
         self._members.set_state(rec, State.SUSPECT, now)
+        self._suspicions_raised += 1
         n = len(self._members)
         cfg = self.config
         k = suspicion_confirmations_wanted(cfg.suspicion_mult, n)
@@ -805,6 +880,8 @@ class Memberlist:
         else:
             self._queue_broadcast(msg.node, msg)
         rec.incarnation = msg.incarnation
+        if rec.state is State.SUSPECT and msg.from_ != msg.node:
+            self._suspicions_confirmed += 1
         # A dead message sent by the node about itself is a graceful leave.
         self._members.set_state(rec, State.LEFT if msg.from_ == msg.node else State.DEAD, now)
         self._event(MemberEventKind.LEAVE, rec)
@@ -856,6 +933,7 @@ class Memberlist:
         if accused >= inc:
             inc = accused + 1
         self._me.incarnation = inc
+        self._refutations += 1
         self._awareness.apply_delta(1)
         self._queue_broadcast(self.name, self._alive_msg())
         self._out.append(Notice("refuted", {"incarnation": inc, "accuser": accuser}))
@@ -866,6 +944,7 @@ class Memberlist:
         return PushPull(join, node_states(self._members), self._delegate.local_state(join))
 
     def _encode_stream(self, msg: Message) -> bytes:
+        self._count_out(msg)
         return encode_stream_message(msg, compress=self.config.enable_compression)
 
     def _merge_remote(self, now: float, pp: PushPull) -> str | None:
@@ -924,6 +1003,8 @@ class Memberlist:
         except DecodeError as exc:
             self._violation("stream", f"push/pull reply: {exc}")
             return str(exc)
+        if msg is not None:
+            self._count_in(msg)
         if isinstance(msg, Err):
             return f"remote error: {msg.error}"
         if not isinstance(msg, PushPull):
@@ -941,7 +1022,9 @@ class Memberlist:
         elif stream_id in self._syncs:
             peer = self._syncs.pop(stream_id)
             err = self._push_pull_reply(now, reply, error)
-            if err is not None:
+            if err is None:
+                self._push_pulls += 1
+            else:
                 self._out.append(Notice("push_pull_failed", {"node": peer, "error": err}))
         elif stream_id in self._join_streams:
             rid = self._join_streams.pop(stream_id)
@@ -950,6 +1033,7 @@ class Memberlist:
             err = self._push_pull_reply(now, reply, error)
             if err is None:
                 req.joined += 1
+                self._push_pulls += 1
             else:
                 req.errors.append(f"Failed to join {addr}: {err}")
             if not req.pending:
@@ -971,12 +1055,16 @@ class Memberlist:
                 # memberlist answers first-stage read failures with an err message.
                 reply = self._encode_stream(Err(text))
             return reply, self._finish()
+        if msg is not None:
+            self._count_in(msg)
         if isinstance(msg, PushPull):
             # The responder answers first, then merges (memberlist handleConn).
             reply = self._encode_stream(self._local_state(msg.join))
             err = self._merge_remote(now, msg)
             if err is not None:
                 self._violation("stream", f"push/pull merge failed: {err}")
+            else:
+                self._push_pulls += 1
         elif isinstance(msg, Ping):
             if not msg.node or msg.node == self.name:
                 reply = self._encode_stream(Ack(msg.seq_no, None))

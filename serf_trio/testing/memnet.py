@@ -103,6 +103,7 @@ class MemoryNetwork:
                 ep = self._endpoints.get(dst)
                 if ep is None:
                     continue
+                ep.counters.bytes_in += len(dgram.data)
                 try:
                     dgram = Datagram(dgram.src, ep.crypto.open_packet(dgram.data, dgram.src))
                 except DecodeError:
@@ -202,8 +203,10 @@ class MemoryTransport:
             self.net._unregister(self.addr, ep)
 
     async def send_packet(self, addr: Address, data: bytes) -> None:
+        sealed = self.crypto.seal_packet(data)
         self._counters.packets_out += 1
-        self.net._send(self.addr, addr, self.crypto.seal_packet(data))
+        self._counters.bytes_out += len(sealed)
+        self.net._send(self.addr, addr, sealed)
         await trio.lowlevel.checkpoint()
 
     async def request(
@@ -223,7 +226,9 @@ class MemoryTransport:
                 self._counters.stream_errors += 1
                 raise TransportError(f"stream to {addr} failed: connection refused")
             slot = _Slot()
-            self.net._spawn_handler(ep, self.addr, self.crypto.seal_stream(data), slot)
+            sealed = self.crypto.seal_stream(data)
+            self._counters.tcp_bytes_out += len(sealed)
+            self.net._spawn_handler(ep, self.addr, sealed, slot)
             if not expect_reply:
                 return b""
             await slot.event.wait()

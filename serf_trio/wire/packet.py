@@ -43,6 +43,8 @@ class DecodedPacket:
     errors: list[str] = field(default_factory=list)
     # Remaining decompression budget for this datagram (shared by every compress wrapper in it).
     budget: int = field(default=MAX_DECOMPRESSED, repr=False)
+    # The compound/compress wrappers unwrapped, outermost first (message types; statistics).
+    wrappers: list[int] = field(default_factory=list, repr=False, compare=False)
 
 
 def make_compound(parts: list[bytes]) -> bytes:
@@ -147,8 +149,10 @@ def _dispatch(data: bytes, out: DecodedPacket, depth: int) -> None:
     t = data[0]
     try:
         if t == MessageType.COMPOUND:
+            out.wrappers.append(t)
             _compound(data, out, depth)
         elif t == MessageType.COMPRESS:
+            out.wrappers.append(t)
             inner = decompress_message(data[1:], out.budget)
             out.budget -= len(inner)
             _dispatch(inner, out, depth + 1)
