@@ -35,7 +35,8 @@ Rules this module owns:
   join, ``retry_join`` giving up, or losing a name-conflict resolution (the node stops without
   a leave, as in Serf).
 * **One stats registry**: the parts register in ``node.registry`` (``handlers``, ``pipeline``,
-  ``snapshot``, ``rpc``) beside the node's own sections; RPC ``stats`` and ``info`` read it.
+  ``snapshot``, ``rpc``, and ``telemetry`` when it runs) beside the node's own sections; RPC
+  ``stats`` and ``info`` read it, and ``telemetry`` sends it to statsd/statsite when configured.
 * The agent uses only the public ``Node`` API (it never reaches into ``node.runtime``): what it
   needed beyond an application's needs (the Lamport clocks for the snapshot and the query size
   pre-check, coordinates, answering a query by token) is public API now.
@@ -43,6 +44,7 @@ Rules this module owns:
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -71,7 +73,7 @@ from serf_trio.serf.tags import TagsTooLarge, encode_tags
 from serf_trio.swim.api import Address
 from serf_trio.wire.crypto import Envelope
 
-from . import joins
+from . import discover, joins, telemetry
 from .addresses import gossip_addresses
 from .config import ConfigError, LoadedConfig
 from .facade import AgentFacade
@@ -123,6 +125,8 @@ class Agent:
         self.serf_config = self.config.serf_config()
         self.snapshot: SnapshotWriter | None = None
         self._parts: _Parts | None = None
+        self._mdns: discover.Discovery | None = None
+        self.metrics_bound: tuple[str, int] | None = None  # Prometheus /metrics, once serving
         self._stop = trio.Event()
         self._stop_leave = False
         self._stopping = False
@@ -243,6 +247,10 @@ class Agent:
         try:
             # Host names and the interface, once (no socket is open yet).
             bind, advertise = await gossip_addresses(cfg, self._log)
+            if cfg.discover:
+                discover.require_zeroconf()  # imports zeroconf: only when discover is set
+            if cfg.metrics_addr is not None:
+                _require_prometheus_client()
         except ConfigError as exc:
             self._log.error("config_invalid", error=str(exc))
             return 1
@@ -269,6 +277,17 @@ class Agent:
                 nursery.start_soon(parts.pipeline.run)
                 nursery.start_soon(self._handle_signals, signals)
                 await self._start_rpc(nursery, parts)
+                statsd = telemetry.from_config(cfg, node.registry, self._log)
+                if statsd is not None:  # statsd_addr / statsite_addr
+                    await nursery.start(statsd.run)
+                if cfg.metrics_addr is not None and not await self._start_prometheus(nursery, node):
+                    self.notifier.stopping(status="metrics endpoint failed")
+                    nursery.cancel_scope.cancel()
+                    return 1
+                if cfg.discover and not await self._start_discover(nursery, node, bind):
+                    self.notifier.stopping(status="mDNS discovery failed")
+                    nursery.cancel_scope.cancel()
+                    return 1
                 if rejoin:
                     nursery.start_soon(joins.rejoin, node, rejoin, self._log)
                 if cfg.start_join and not await self._start_join(node):
@@ -284,6 +303,8 @@ class Agent:
                 nursery.start_soon(self._watchdog, node)
                 task_status.started(self.addr)
                 await self._stop.wait()
+                if self._mdns is not None:
+                    await self._mdns.stop()  # withdraw the advertisement before leaving
                 if self._stop_leave:
                     await self._graceful_leave()
                 elif self._leave_done is not None:
@@ -370,6 +391,41 @@ class Agent:
                 return False
             finally:
                 self._join_scope = None
+        return True
+
+    async def _start_prometheus(self, nursery: trio.Nursery, node: Node) -> bool:
+        """``metrics_addr``: Prometheus ``/metrics`` (``agent.metrics``, imported only now);
+        False (logged) when the address cannot be bound."""
+        from . import metrics as prometheus  # prometheus_client: only when asked for
+
+        addr = self.config.metrics_addr
+        assert addr is not None
+        server = prometheus.MetricsServer(addr.host, addr.port, node.registry.snapshot, self._log)
+        try:
+            self.metrics_bound = await nursery.start(server.run)
+        except OSError as exc:
+            self._log.error("metrics_bind_failed", addr=f"{addr.host}:{addr.port}", error=str(exc))
+            return False
+        return True
+
+    async def _start_discover(self, nursery: trio.Nursery, node: Node, bind: Address) -> bool:
+        """``discover``: advertise over mDNS and join what is found (``agent.discover``);
+        False (logged) when the mDNS sockets cannot be opened (Serf exits then too)."""
+        cfg = self.config
+        self._mdns = discover.Discovery(
+            cfg.discover,
+            node,
+            node_name=cfg.node_name,
+            bind_host=bind.host,
+            interface=cfg.interface,
+            replay=cfg.replay_on_join,
+            log=self._log,
+        )
+        try:
+            await nursery.start(self._mdns.run)
+        except OSError as exc:
+            self._log.error("discover_start_failed", error=str(exc))
+            return False
         return True
 
     def _gave_up(self) -> None:
@@ -522,3 +578,12 @@ class Agent:
 
     def _status(self) -> str:
         return f"{self.node.num_alive()} alive members, listening on {self.addr}"
+
+
+def _require_prometheus_client() -> None:
+    """``metrics_addr`` needs ``prometheus-client`` (looked for, not imported: the agent
+    imports it only once the endpoint starts)."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError(
+            "metrics_addr needs the prometheus-client package: pip install 'serf-trio[metrics]'"
+        )

@@ -9,13 +9,14 @@ Rules this module owns (``docs/configuration.md`` lists every key; a test keeps 
   Serf's way too: ``-bind=...`` is ``--bind=...``, ``-replay=true`` is ``--replay``.
 * **Every Serf agent key is accepted** (Serf 0.9's ``config.go``, plus ``validate_node_names``
   and ``mdns`` of later versions).  Each is honoured, or it is in ``IGNORED_KEYS`` and, when its
-  value asks for something (``discover``, ``statsd_addr``, ...), ``load`` returns one
+  value asks for something (``mdns``, ``validate_node_names``, ...), ``load`` returns one
   ``ConfigNotice`` for it, which the agent logs once at start-up (``config_key_ignored``, with
   a ``hint``).  ``role`` is Serf's deprecated spelling of the ``role`` tag (it wins over
   ``tags.role``, as in Serf); ``retry_max_attempts`` and serf-trio's ``retry_max`` are one key.
 * **Values**: durations take Serf's form (``"5s"``, ``"500ms"``, ``"1m30s"``, ``"24h"``) or a
   number of seconds; addresses are ``HOST[:PORT]`` where HOST is a literal IP (IPv6 in
-  brackets) or a host name (7946 for gossip, 7373 for RPC when the port is omitted).  Names are
+  brackets) or a host name (7946 for gossip, 7373 for RPC, 8125 for ``statsd_addr`` and
+  ``statsite_addr`` when the port is omitted).  Names are
   kept as written: ``bind``/``advertise`` are resolved once when the agent starts
   (``agent.addresses``), join targets on every join attempt (``runtime.resolve``).  Event
   handler specs are ``[FILTER=]COMMAND`` with Serf's filter syntax (``serf_trio.serf.filters``,
@@ -67,6 +68,7 @@ from serf_trio.wire.keyring import KEY_SIZES, decode_key
 
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_RPC_PORT = 7373
+DEFAULT_METRICS_PORT = 8125  # statsd's and statsite's
 DEFAULT_BIND = HostPort("0.0.0.0", DEFAULT_GOSSIP_PORT)
 KEY_AND_KEYRING = "Encryption key not allowed while using a keyring"  # Serf's text
 SERF_PROTOCOL = 5  # the Serf protocol version serf-trio speaks
@@ -265,11 +267,35 @@ def _rpc_addr(value: object) -> HostPort:
     return _host_port(value, DEFAULT_RPC_PORT)
 
 
+def _metrics_addr(value: object) -> HostPort | None:
+    text = _str(value)
+    return _host_port(text, DEFAULT_METRICS_PORT) if text.strip() else None  # "": off
+
+
+def _prometheus_addr(value: object) -> HostPort | None:
+    # Port 0 takes a free port (the agent logs metrics_listening with the one it got).
+    text = _str(value)
+    return _host_port(text, 0) if text.strip() else None  # "": off
+
+
 def _interface(value: object) -> str | None:
     text = _str(value)
     if len(text) > 15 or "/" in text or any(c.isspace() for c in text):
         raise _BadValue(f"{text!r} is not a network interface name (such as eth0)")
     return text or None
+
+
+def _discover(value: object) -> str:
+    # The cluster name goes into the service type ``_serf_CLUSTER._tcp`` (one DNS label).
+    text = _str(value)
+    if text and not re.fullmatch(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,55}[A-Za-z0-9_])?", text):
+        raise _BadValue(
+            f"{text!r} is not an mDNS cluster name (1 to 57 letters, digits, '_' or '-', "
+            "not starting or ending with '-')"
+        )
+    if "--" in text:
+        raise _BadValue(f"{text!r}: an mDNS cluster name may not contain '--'")
+    return text
 
 
 def _syslog_facility(value: object) -> str:
@@ -312,6 +338,7 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     "role": _str,  # Serf's deprecated spelling of the "role" tag
     "bind": _bind,
     "interface": _interface,
+    "discover": _discover,  # mDNS cluster name (agent.discover)
     "advertise": _advertise,
     "rpc_addr": _rpc_addr,
     "rpc_auth": _str,
@@ -354,11 +381,11 @@ _PARSERS: dict[str, Callable[[object], object]] = {
     # serf-trio extensions: limits of one handler run (Serf has no timeout at all).
     "handler_timeout": parse_duration,
     "handler_kill_grace": parse_duration,
+    "statsd_addr": _metrics_addr,  # agent.telemetry: UDP, go-metrics' statsd lines
+    "statsite_addr": _metrics_addr,  # agent.telemetry: the same lines over TCP
+    "metrics_addr": _prometheus_addr,  # serf-trio: Prometheus /metrics (agent.metrics)
     # Serf keys serf-trio accepts and does not honour (IGNORED_KEYS says what to do instead).
-    "discover": _str,
     "mdns": _map,
-    "statsd_addr": _str,
-    "statsite_addr": _str,
     "validate_node_names": _bool,
 }
 
@@ -370,13 +397,8 @@ _LIST_KEYS = frozenset({"start_join", "retry_join", "event_handlers"})
 # Serf keys that are accepted and not honoured -> what serf-trio does instead.  A notice is
 # given only when the value asks for something (a non-empty string or map, true).
 IGNORED_KEYS: dict[str, str] = {
-    "discover": "serf-trio has no mDNS discovery; list the seeds in retry_join (a DNS name that "
-    "resolves to every member works: it is looked up again on every attempt)",
-    "mdns": "serf-trio has no mDNS discovery (see discover); list the seeds in retry_join",
-    "statsd_addr": "serf-trio sends no metrics to statsd yet; read the counters with "
-    "`serf-trio info` (RPC stats) instead",
-    "statsite_addr": "serf-trio sends no metrics to statsite yet; read the counters with "
-    "`serf-trio info` (RPC stats) instead",
+    "mdns": "Serf 0.10's mDNS settings; serf-trio follows Serf 0.9.4: discover names the "
+    "cluster and interface picks the multicast interface",
     "validate_node_names": "serf-trio does not check node names; keep them to letters, digits, "
     "'-' and '.' (at most 128 characters) yourself",
 }
@@ -393,6 +415,7 @@ class AgentConfig:
     node_name: str
     bind: HostPort = DEFAULT_BIND
     interface: str | None = None  # bind to this interface's address (Serf's -iface)
+    discover: str = ""  # mDNS cluster name ("": no mDNS discovery)
     advertise: HostPort | None = None
     rpc_addr: HostPort | None = None  # TCP RPC is off unless set
     rpc_auth: str = ""
@@ -432,6 +455,9 @@ class AgentConfig:
     user_event_size_limit: int = 512
     handler_timeout: float = 60.0  # seconds one handler run may take before SIGTERM
     handler_kill_grace: float = 3.0  # seconds between SIGTERM and SIGKILL
+    statsd_addr: HostPort | None = None  # metrics to statsd (UDP); None: off
+    statsite_addr: HostPort | None = None  # metrics to statsite (TCP); None: off
+    metrics_addr: HostPort | None = None  # Prometheus /metrics over HTTP; None: off
 
     def swim_config(self) -> SwimConfig:
         return dataclasses.replace(
@@ -643,6 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     flag("--rpc-addr", "HOST:PORT", "also serve RPC on this TCP address (off unless given)")
     flag("--rpc-socket", "PATH", "Unix socket for RPC (default: one per user)")
+    flag(
+        "--metrics-addr",
+        "HOST:PORT",
+        "serve Prometheus metrics at http://HOST:PORT/metrics (off unless given)",
+    )
     flag("--rpc-auth", "TOKEN", "token every RPC client must send (its auth command)")
     flag(
         "--event-handler",
@@ -719,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag(
         "--discover",
         "CLUSTER",
-        "accepted for Serf command lines and ignored (no mDNS; use --retry-join)",
+        "find and join the peers advertising this mDNS cluster name (needs zeroconf)",
     )
     return p
 

@@ -254,6 +254,11 @@ class AgentFacade:
         for name, section in snap.items():
             if name not in AGENT_STATS_SECTIONS:
                 out[name] = {k: _text(v) for k, v in section.items()}
+        # ``serf`` keeps exactly Serf's keys (its clients parse them); the Serf layer's other
+        # counters (member events by kind, user events and queries, flaps, ...) go here.
+        more = {k: v for k, v in snap.get("serf", {}).items() if k not in _SERF_COUNTERS}
+        if more:
+            out["serf_counters"] = {k: _text(v) for k, v in more.items()}
         return out
 
     def get_coordinate(self, node: str) -> Coordinate | None:

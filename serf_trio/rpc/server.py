@@ -85,6 +85,7 @@ class RpcServerStatistics:
     connections_rejected: int
     protocol_errors: int
     records_dropped: int
+    commands: int  # requests past the handshake check (Serf's agent.ipc.command)
 
 
 class _Closed(Exception):
@@ -129,6 +130,7 @@ class RpcServer:
         self._rejected = 0
         self._protocol_errors = 0
         self._dropped = 0
+        self._commands = 0
 
     def statistics(self) -> RpcServerStatistics:
         return RpcServerStatistics(
@@ -137,6 +139,7 @@ class RpcServer:
             connections_rejected=self._rejected,
             protocol_errors=self._protocol_errors,
             records_dropped=self._dropped,
+            commands=self._commands,
         )
 
     async def serve(
@@ -404,6 +407,7 @@ class _Connection:
             if cmd != p.HANDSHAKE and self.version == 0:
                 await self._reply(seq, p.ERR_HANDSHAKE_REQUIRED)
                 return
+            self.server._commands += 1  # counted where Serf counts agent.ipc.command
             if auth and not self.authed and cmd not in (p.HANDSHAKE, p.AUTH):
                 if cmd in p.REQUEST_BODIES:
                     await self._body(cmd)  # consumed, unlike Serf (see module docstring)

@@ -167,21 +167,19 @@ def test_ignored_keys_give_one_notice_each_and_only_when_they_ask_for_something(
     tmp_path: Path,
 ) -> None:
     asking = {
-        "discover": "web",
         "mdns": {"interface": "eth0"},
-        "statsd_addr": "127.0.0.1:8125",
-        "statsite_addr": "127.0.0.1:8125",
         "validate_node_names": True,
     }
     a = write(tmp_path / "a.json", asking)
-    b = write(tmp_path / "b.json", {"discover": "web"})  # a second source: still one notice
+    b = write(tmp_path / "b.json", {"mdns": {"a": 1}})  # a second source: still one notice
     loaded = load(["--config-file", str(a), "--config-file", str(b)], hostname="h")
     assert [n.key for n in loaded.notices] == list(IGNORED_KEYS)
     for n in loaded.notices:
         assert n.event == "config_key_ignored" and n.hint == IGNORED_KEYS[n.key]
-    idle = {"discover": "", "mdns": {}, "statsd_addr": "", "validate_node_names": False}
+    idle = {"discover": "", "mdns": {}, "validate_node_names": False}
     assert load(["--config-file", str(write(tmp_path / "c.json", idle))]).notices == ()
-    assert load(["--discover=x"], hostname="h").notices[0].key == "discover"
+    discovering = load(["--discover=x"], hostname="h")  # honoured (agent.discover)
+    assert discovering.notices == () and discovering.config.discover == "x"
 
 
 def test_settings_that_cannot_take_effect_are_noticed() -> None:
@@ -394,15 +392,11 @@ def test_a_serf_config_loads_with_warnings_only_for_the_ignored_keys(tmp_path: P
     assert cfg.advertise.host == "localhost"  # resolved when the agent starts
     assert cfg.retry_max == 3 and cfg.retry_interval == 10.0 and cfg.leave_on_terminate
     assert loaded.keys == (bytes(range(32)),)
-    assert {(n.key, n.event) for n in loaded.notices} == {
-        ("discover", "config_key_ignored"),
-        ("statsd_addr", "config_key_ignored"),
-        ("statsite_addr", "config_key_ignored"),
-        ("role", "config_key_deprecated"),
-    }
+    assert {(n.key, n.event) for n in loaded.notices} == {("role", "config_key_deprecated")}
+    assert cfg.discover == "web-cluster"
     loaded = load([f"-config-file={variant}"])
     assert loaded.keys == (bytes(range(32)),) and loaded.config.tags_file is not None
-    assert {n.key for n in loaded.notices} == {"discover", "statsd_addr", "statsite_addr"}
+    assert loaded.notices == ()
 
 
 def serf_trio_script() -> list[str]:
@@ -459,12 +453,7 @@ def test_a_serf_config_starts_serf_trio_unchanged(tmp_path: Path) -> None:
         code = stop(proc) if proc.poll() is None else proc.returncode
     records = [json.loads(line) for line in err.read_text().splitlines()]
     warned = [(r["event"], r["key"]) for r in records if r["event"].startswith("config_key_")]
-    assert sorted(warned) == [
-        ("config_key_deprecated", "role"),
-        ("config_key_ignored", "discover"),
-        ("config_key_ignored", "statsd_addr"),
-        ("config_key_ignored", "statsite_addr"),
-    ]
+    assert sorted(warned) == [("config_key_deprecated", "role")]
     assert all(r["hint"] for r in records if r["event"].startswith("config_key_"))
     assert code == 0, err.read_text()[-3000:]
 

@@ -35,3 +35,23 @@ def test_info_prints_serf_sections_first_then_components(
     )
     result = runner.invoke(app, ["info", "--format", "json", *SOCK])
     assert json.loads(result.stdout) == STATS
+
+
+def test_info_shows_the_new_counters_and_json_carries_them(
+    runner: CliRunner, fake: FakeClient
+) -> None:
+    stats = {
+        "serf": {"members": "3"},
+        "serf_counters": {"member_events.member-failed": "1", "user_events_sent": "2"},
+        "memberlist": {"messages_in.ping": "5", "suspicions_raised": "1"},
+        "runtime_lag": {"lag_seconds": "0.0"},
+    }
+    fake.stats_body = stats
+    result = runner.invoke(app, ["info", *SOCK])
+    assert result.exit_code == 0
+    text = result.stdout
+    assert text.index("serf:") < text.index("\n\n") < text.index("serf_counters:")
+    assert "\tmember_events.member-failed = 1\n" in text
+    assert "\tmessages_in.ping = 5\n" in text and "runtime_lag:\n" in text
+    result = runner.invoke(app, ["info", "--format", "json", *SOCK])
+    assert json.loads(result.stdout) == stats
