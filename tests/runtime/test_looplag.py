@@ -51,7 +51,7 @@ def test_node_reports_runtime_lag_and_no_lag_when_idle_under_mockclock() -> None
             await nursery.start(a.run)
             await trio.sleep(10.0)
             st = a.stats()["runtime_lag"]
-            assert st["wakes"] >= 30
+            assert st["wakes"] >= 9  # one a second
             assert st["lag_seconds"] == 0.0 and st["late_wakes"] == 0
             assert st["max_lag_seconds"] < 0.1
             nursery.cancel_scope.cancel()
