@@ -24,7 +24,7 @@ import trio
 
 # One wake a second: a stall long enough to matter to failure detection (hundreds of ms) is
 # still seen whole, since it delays the next wake; four wakes a second cost an idle agent
-# 0.2 % of a core more (0.60 % against 0.45 % per agent, bench/capacity.py --n 16).
+# 0.15 % of a core more (0.60 % against 0.45 % per agent, bench/capacity.py --n 16).
 INTERVAL = 1.0
 WINDOW = 60.0
 LATE = 0.1
