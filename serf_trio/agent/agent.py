@@ -6,15 +6,17 @@ knobs from the agent config); each other concern is a part in a module of its ow
 ``facade`` (``AgentAPI`` for the RPC server), ``pipeline`` (events to the snapshot, the handler
 scripts and the RPC streams), ``joins`` (start join, retry join, snapshot rejoin), ``reload``
 (SIGHUP), ``tags`` (the local tags and the tags file), ``records`` (RPC records),
-``snapshot_writer``, ``notify`` (sd_notify, watchdog), ``config`` and ``files``.
+``snapshot_writer``, ``notify`` (sd_notify, watchdog), ``services`` (the RPC listeners,
+telemetry, ``/metrics``, mDNS), ``config`` and ``files``.
 
 Rules this module owns:
 
 * **Start-up order**: the tags file and the snapshot are read *before* the node exists, so the
   restored clocks are in the core before any socket reads a packet (no event at or below them
   is delivered again); the pipeline subscribes before the node runs.  Then: snapshot writer,
-  handler supervisor, the node (bound), pipeline, signals, RPC listeners, snapshot rejoin, the
-  start join (a failed start join is fatal, as in Serf), ``READY=1``, retry join and watchdog.
+  handler supervisor, the node (bound), pipeline, signals, RPC listeners and the optional
+  services (``services``), snapshot rejoin, the start join (a failed start join is fatal, as
+  in Serf), ``READY=1``, retry join and watchdog.
 * **Signals**: SIGINT leaves gracefully (unless ``skip_leave_on_interrupt``), SIGTERM leaves only
   with ``leave_on_terminate``; both then exit 0.  A second SIGINT/SIGTERM during the leave stops
   at once (``leave_aborted``, reason ``second signal``).  SIGHUP reloads (``reload``), between
@@ -44,7 +46,6 @@ Rules this module owns:
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -62,8 +63,6 @@ from serf_trio.rpc.api import (
     QueryRecord,
     RpcMember,
 )
-from serf_trio.rpc.paths import default_socket_path, in_runtime_dir
-from serf_trio.rpc.server import RpcServer
 from serf_trio.runtime.crypto import EnvelopeCrypto
 from serf_trio.runtime.handlers import HandlerSupervisor
 from serf_trio.runtime.logs import LogSettings
@@ -73,7 +72,7 @@ from serf_trio.serf.tags import TagsTooLarge, encode_tags
 from serf_trio.swim.api import Address
 from serf_trio.wire.crypto import Envelope
 
-from . import discover, joins, telemetry
+from . import joins
 from .addresses import gossip_addresses
 from .config import ConfigError, LoadedConfig
 from .facade import AgentFacade
@@ -82,6 +81,7 @@ from .notify import Notifier, watchdog_loop
 from .pipeline import EventPipeline, handler_totals, make_supervisor
 from .records import rpc_member
 from .reload import Reloader
+from .services import OptionalServices, require_packages, start_rpc
 from .snapshot_writer import SnapshotWriter, load_snapshot
 from .tags import LocalTags
 
@@ -125,8 +125,7 @@ class Agent:
         self.serf_config = self.config.serf_config()
         self.snapshot: SnapshotWriter | None = None
         self._parts: _Parts | None = None
-        self._mdns: discover.Discovery | None = None
-        self.metrics_bound: tuple[str, int] | None = None  # Prometheus /metrics, once serving
+        self.services = OptionalServices(self._log)  # telemetry, /metrics, mDNS
         self._stop = trio.Event()
         self._stop_leave = False
         self._stopping = False
@@ -169,6 +168,11 @@ class Agent:
     @property
     def crypto(self) -> EnvelopeCrypto:
         return self.node.crypto
+
+    @property
+    def metrics_bound(self) -> tuple[str, int] | None:
+        """Prometheus ``/metrics``' bound address, once serving (``services``)."""
+        return self.services.metrics_bound
 
     @property
     def events_dropped(self) -> int:
@@ -247,10 +251,7 @@ class Agent:
         try:
             # Host names and the interface, once (no socket is open yet).
             bind, advertise = await gossip_addresses(cfg, self._log)
-            if cfg.discover:
-                discover.require_zeroconf()  # imports zeroconf: only when discover is set
-            if cfg.metrics_addr is not None:
-                _require_prometheus_client()
+            require_packages(cfg)  # looks for zeroconf / prometheus_client, imports neither
         except ConfigError as exc:
             self._log.error("config_invalid", error=str(exc))
             return 1
@@ -276,16 +277,10 @@ class Agent:
                 self.addr = await nursery.start(self._run_node, node)
                 nursery.start_soon(parts.pipeline.run)
                 nursery.start_soon(self._handle_signals, signals)
-                await self._start_rpc(nursery, parts)
-                statsd = telemetry.from_config(cfg, node.registry, self._log)
-                if statsd is not None:  # statsd_addr / statsite_addr
-                    await nursery.start(statsd.run)
-                if cfg.metrics_addr is not None and not await self._start_prometheus(nursery, node):
-                    self.notifier.stopping(status="metrics endpoint failed")
-                    nursery.cancel_scope.cancel()
-                    return 1
-                if cfg.discover and not await self._start_discover(nursery, node, bind):
-                    self.notifier.stopping(status="mDNS discovery failed")
+                await start_rpc(nursery, parts.facade, node, self.config, self._log)
+                failed = await self.services.start(nursery, node, cfg, bind)
+                if failed is not None:
+                    self.notifier.stopping(status=failed)
                     nursery.cancel_scope.cancel()
                     return 1
                 if rejoin:
@@ -303,8 +298,7 @@ class Agent:
                 nursery.start_soon(self._watchdog, node)
                 task_status.started(self.addr)
                 await self._stop.wait()
-                if self._mdns is not None:
-                    await self._mdns.stop()  # withdraw the advertisement before leaving
+                await self.services.stop()  # withdraw the mDNS advertisement before leaving
                 if self._stop_leave:
                     await self._graceful_leave()
                 elif self._leave_done is not None:
@@ -393,41 +387,6 @@ class Agent:
                 self._join_scope = None
         return True
 
-    async def _start_prometheus(self, nursery: trio.Nursery, node: Node) -> bool:
-        """``metrics_addr``: Prometheus ``/metrics`` (``agent.metrics``, imported only now);
-        False (logged) when the address cannot be bound."""
-        from . import metrics as prometheus  # prometheus_client: only when asked for
-
-        addr = self.config.metrics_addr
-        assert addr is not None
-        server = prometheus.MetricsServer(addr.host, addr.port, node.registry.snapshot, self._log)
-        try:
-            self.metrics_bound = await nursery.start(server.run)
-        except OSError as exc:
-            self._log.error("metrics_bind_failed", addr=f"{addr.host}:{addr.port}", error=str(exc))
-            return False
-        return True
-
-    async def _start_discover(self, nursery: trio.Nursery, node: Node, bind: Address) -> bool:
-        """``discover``: advertise over mDNS and join what is found (``agent.discover``);
-        False (logged) when the mDNS sockets cannot be opened (Serf exits then too)."""
-        cfg = self.config
-        self._mdns = discover.Discovery(
-            cfg.discover,
-            node,
-            node_name=cfg.node_name,
-            bind_host=bind.host,
-            interface=cfg.interface,
-            replay=cfg.replay_on_join,
-            log=self._log,
-        )
-        try:
-            await nursery.start(self._mdns.run)
-        except OSError as exc:
-            self._log.error("discover_start_failed", error=str(exc))
-            return False
-        return True
-
     def _gave_up(self) -> None:
         # Serf exits when retry_join gives up.
         self.exit_code = 1
@@ -510,23 +469,6 @@ class Agent:
             )
         return None
 
-    async def _start_rpc(self, nursery: trio.Nursery, parts: _Parts) -> None:
-        """Start the RPC server (Unix socket, and TCP only when ``rpc_addr`` is set)."""
-        cfg = self.config
-        path = str(cfg.rpc_socket) if cfg.rpc_socket is not None else default_socket_path()
-        tcp = (cfg.rpc_addr.host, cfg.rpc_addr.port) if cfg.rpc_addr is not None else None
-        # Only the runtime directory (rpc.paths) is created when missing: a mistyped
-        # --rpc-socket directory is an error, not a new directory.
-        server = RpcServer(
-            parts.facade,
-            socket_path=path,
-            tcp_addr=tcp,
-            logger=self._log,
-            make_dir=in_runtime_dir(path),
-        )
-        parts.node.registry.register("rpc", server.statistics)
-        await nursery.start(server.serve)
-
     async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
             name = signal.Signals(signum).name
@@ -578,12 +520,3 @@ class Agent:
 
     def _status(self) -> str:
         return f"{self.node.num_alive()} alive members, listening on {self.addr}"
-
-
-def _require_prometheus_client() -> None:
-    """``metrics_addr`` needs ``prometheus-client`` (looked for, not imported: the agent
-    imports it only once the endpoint starts)."""
-    if importlib.util.find_spec("prometheus_client") is None:
-        raise ConfigError(
-            "metrics_addr needs the prometheus-client package: pip install 'serf-trio[metrics]'"
-        )
