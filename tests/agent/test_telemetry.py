@@ -378,7 +378,13 @@ async def agent_to_statsd(tmp_path: Path) -> None:
             await wait_until(lambda: statsd.total("serf.member.failed") >= 1, within=30)
             await trio.to_thread.run_sync(rpc_members, tmp_path / "a.sock")
             await wait_until(lambda: statsd.total("agent.ipc.command") >= 2)
-            await trio.sleep(1.5)  # one more flush: nothing below may still be on its way
+            # Two more flushes, and every line sent so far received: nothing below may still
+            # be on its way (the exact totals would otherwise pass or fail by timing).
+            flushes = int(a.stats()["telemetry"]["flushes"])
+            await wait_until(lambda: int(a.stats()["telemetry"]["flushes"]) >= flushes + 2)
+            await wait_until(
+                lambda: len(statsd.lines) >= int(a.stats()["telemetry"]["statsd.lines_sent"])
+            )
             telemetry = a.stats()["telemetry"]
             nursery.cancel_scope.cancel()
 
