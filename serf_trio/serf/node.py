@@ -262,6 +262,9 @@ class SerfNode:
         # memberlist reports no join for the local node: Serf adds itself (statusLTime 0
         # until its first join intent, as in the captures).
         self._members[name] = MemberState(name, addr, dict(self._tags), "alive", vsn)
+        # ... and, like Serf (memberlist notifies the join of the local node too), delivers a
+        # member-join for itself: handlers and RPC streams see it first, with the first call.
+        self._self_join_pending = True
 
     # ------------------------------------------------------------------ views
 
@@ -497,6 +500,9 @@ class SerfNode:
         """
         out: list[SerfEffect] = []
         self._out.effects = out
+        if self._self_join_pending:
+            self._self_join_pending = False
+            out.append(SerfMemberEvent("member-join", (self._members[self.name].view(),)))
         raw = call()
         for eff in raw:
             self._translate(now, eff)

@@ -340,13 +340,14 @@ def test_a_second_subscriber_gets_the_same_events() -> None:
                         readers.start_soon(read, queue, out)
                     await b.join(mem_addr(1))
                     await a.user_event("deploy", b"v1")
-                    await until(lambda: len(got[0]) == 2 == len(got[1]))
+                    await until(lambda: len(got[0]) == 3 == len(got[1]))  # n2, n1, deploy
                     await a.set_tags({"role": "web"})
-                    await until(lambda: len(got[0]) == 3 == len(got[1]))
+                    await until(lambda: len(got[0]) == 4 == len(got[1]))
                     await a.leave()
             assert got[0] == got[1]
             assert all(x is y for x, y in zip(*got, strict=True))  # the same records, no copies
             assert [getattr(e, "kind", "user") for e in got[0]] == [
+                "member-join",  # b itself, as Serf delivers it
                 "member-join",
                 "user",
                 "member-update",
@@ -383,8 +384,9 @@ def test_a_subscriber_that_never_reads_blocks_nothing_and_its_drops_are_counted(
             assert delivery["dropped_queries"] == delivery["dropped_other"] == 0
             st = stuck.statistics()
             assert (st.dropped_user_events, st.delivered) == (16, 0)
-            # Pending: the 4 user events that fit, and one member event per member.
-            assert len(stuck) == 4 + 2
+            # Pending: the 4 user events that fit, and one member event per member (n1, n3 and
+            # b's own member-join, which Serf delivers too).
+            assert len(stuck) == 4 + 3
             nursery.cancel_scope.cancel()
 
     run_mock(body)
@@ -406,9 +408,13 @@ def test_member_events_coalesce_for_a_lagging_subscriber() -> None:
             for version in ("1", "2"):
                 await a.set_tags({"v": version})
                 await until(lambda v=version: tags(b, "n1") == {"v": v})  # type: ignore[misc]
-            assert len(lagging) == 2  # one member event about n1, one user event
+            # b's own member-join, one member event about n1, one user event
+            assert len(lagging) == 3
             assert lagging.statistics().coalesced == 2
             assert b.stats()["delivery"]["coalesced"] == 2
+            ev = await next_event(lagging)
+            assert isinstance(ev, serf_trio.MemberEvent)
+            assert (ev.kind, ev.member.name) == ("member-join", "n2")
             ev = await next_event(lagging)
             assert isinstance(ev, serf_trio.MemberEvent)
             assert (ev.kind, ev.member.tags) == ("member-update", {"v": "2"})

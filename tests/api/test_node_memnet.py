@@ -38,6 +38,10 @@ def test_two_nodes_join_exchange_events_queries_tags_and_leave() -> None:
             await nursery.start(b.run)
             assert await b.join(mem_addr(1)) == 1
             await until(lambda: len(a.alive_members()) == 2 and len(b.alive_members()) == 2)
+            # As with Serf, a node's first event is its own member-join; then the peer's.
+            ev = await events.receive()
+            assert isinstance(ev, serf_trio.MemberEvent) and ev.kind == "member-join"
+            assert ev.member.name == "n2"
             ev = await events.receive()
             assert isinstance(ev, serf_trio.MemberEvent) and ev.kind == "member-join"
             assert ev.member.name == "n1" and ev.member.tags == {"role": "web"}

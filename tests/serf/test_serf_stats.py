@@ -14,7 +14,7 @@ def test_join_counts_member_joins_and_serf_messages() -> None:
     p = Pump(seed=3)
     p.cluster("a", "b", "c")
     s = p.by_name["a"].serf_statistics()
-    assert s.member_events.get("member-join", 0) == 2  # b and c (not ourselves)
+    assert s.member_events.get("member-join", 0) == 3  # ourselves (as Serf), b and c
     assert s.messages_sent > 0 and s.messages_received > 0  # join intents
     assert s.flaps == 0 and s.user_events_sent == 0 and s.queries_sent == 0
 
@@ -64,7 +64,7 @@ def test_failure_flap_and_reap_are_counted() -> None:
     p.run_for(30.0)
     assert p.statuses("a")["c"] == "alive"
     s = p.by_name["a"].serf_statistics()
-    assert s.member_events.get("member-join") == 3  # b, c, and c again
+    assert s.member_events.get("member-join") == 4  # ourselves, b, c, and c again
     assert s.flaps == 1
 
 
@@ -97,4 +97,4 @@ def test_serf_stats_flatten_with_dotted_names() -> None:
     p = Pump(seed=3)
     p.cluster("a", "b")
     flat = flatten(p.by_name["a"].serf_statistics())
-    assert flat["member_events.member-join"] == 1
+    assert flat["member_events.member-join"] == 2  # a itself and b
