@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 from swim_harness import TEST_CONFIG, Pump
+from swim_harness import cluster as _cluster
 
 from serf_trio.swim.api import LeaveDone, MemberEventKind, NullDelegate, State
 from serf_trio.swim.formulas import suspicion_timeout
 from serf_trio.wire.packet import decode_packet
-
-
-def _cluster(n: int, seed: int = 1) -> Pump:
-    p = Pump(seed)
-    names = [f"n{i}" for i in range(1, n + 1)]
-    for name in names:
-        p.add(name)
-    for name in names[1:]:
-        p.join(name, "n1")
-    return p
 
 
 def test_join_three_nodes_converges() -> None:

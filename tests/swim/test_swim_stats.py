@@ -5,21 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from swim_harness import TEST_CONFIG, Pump
+from swim_harness import cluster as _cluster
 
 from serf_trio.swim.tally import MAX_NAMES, OTHER, tally
 from serf_trio.wire.codec import encode_message
 from serf_trio.wire.messages import DEFAULT_VSN, Alive, Ping, Suspect
 from serf_trio.wire.packet import compress_message, make_compound
-
-
-def _cluster(n: int, seed: int = 1, config=TEST_CONFIG) -> Pump:  # type: ignore[no-untyped-def]
-    p = Pump(seed, config)
-    names = [f"n{i}" for i in range(1, n + 1)]
-    for name in names:
-        p.add(name)
-    for name in names[1:]:
-        p.join(name, "n1")
-    return p
 
 
 def test_new_counters_start_at_zero() -> None:
