@@ -176,10 +176,11 @@ class Node:
         self.registry = StatsRegistry()
         rt = self._runtime
         self.registry.register("serf", rt.serf_statistics)
-        self.registry.register("memberlist", lambda: rt.driver_statistics().core)
+        # One source per section: a snapshot reads each component once.
+        self.registry.register("memberlist", rt.core_statistics)
         self.registry.register("transport", rt.transport.statistics)
-        self.registry.register("delivery", lambda: rt.driver_statistics().delivery)
-        self.registry.register("driver", lambda: _driver_section(rt))
+        self.registry.register("delivery", rt.delivery_statistics)
+        self.registry.register("driver", rt.runtime_counters)
         self.registry.register("encryption", self.crypto.stats)
         rt.loop_lag = LoopLag()  # runs with the driver
         self.registry.register("runtime_lag", rt.loop_lag.statistics)
@@ -529,16 +530,6 @@ async def _shielded_leave(node: Node, timeout: float | None) -> None:  # noqa: A
     with trio.CancelScope(shield=True) as scope:
         scope.deadline = trio.current_time() + limit + rt.serf_config.leave_propagate_delay + 1.0
         await node.leave(limit)
-
-
-def _driver_section(rt: SerfRuntime) -> Section:
-    st = rt.driver_statistics()
-    return {
-        "outgoing_dropped": st.outgoing_dropped,
-        "violations": st.violations,
-        "streams_active": st.streams_active,
-        "streams_failed": st.streams_failed,
-    }
 
 
 def _profile(value: str | SwimConfig) -> SwimConfig:

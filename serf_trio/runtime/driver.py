@@ -68,7 +68,7 @@ from serf_trio.swim.api import (
     Violation,
 )
 from serf_trio.swim.config import SwimConfig
-from serf_trio.swim.node import Memberlist
+from serf_trio.swim.node import Memberlist, SwimStats
 from serf_trio.wire.crypto import Envelope
 
 from .bus import (
@@ -90,7 +90,7 @@ from .bus import (
     StreamRequest,
     classify,
 )
-from .delivery import EventQueue, Subscribers
+from .delivery import DeliveryStats, EventQueue, Subscribers
 from .looplag import LoopLag
 from .report import report
 from .transport import Datagram, Transport, TransportError
@@ -296,11 +296,27 @@ class CoreDriver(Generic[C]):
         core = self._core
         return core.memberlist.member(name) if core is not None else None
 
+    def core_statistics(self) -> SwimStats | None:
+        """The core's memberlist counters (``None`` before ``run``)."""
+        return self._core.statistics() if self._core is not None else None
+
+    def delivery_statistics(self) -> DeliveryStats:
+        return self._subscribers.statistics()
+
+    def runtime_counters(self) -> dict[str, int]:
+        """The driver's own counters (the ``driver`` stats section)."""
+        return {
+            "outgoing_dropped": self._outgoing_dropped,
+            "violations": self._violations,
+            "streams_active": self._streams_active,
+            "streams_failed": self._streams_failed,
+        }
+
     def driver_statistics(self) -> DriverStats:
         return DriverStats(
-            core=self._core.statistics() if self._core is not None else None,
+            core=self.core_statistics(),
             transport=self.transport.statistics(),
-            delivery=self._subscribers.statistics(),
+            delivery=self.delivery_statistics(),
             outgoing_dropped=self._outgoing_dropped,
             violations=self._violations,
             streams_active=self._streams_active,
