@@ -118,8 +118,7 @@ agent = Agent(load(argv), argv, settings=LogSettings(), notifier=Notifier({}),
 
 async def main():
     async with trio.open_nursery() as n:
-        await n.start(agent.run)
-        await trio.sleep(0.2)
+        await n.start(agent.run)  # ready: every configured service has started
         n.cancel_scope.cancel()
 
 trio.run(main)
