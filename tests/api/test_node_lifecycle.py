@@ -449,3 +449,12 @@ def test_import_serf_trio_loads_no_trio() -> None:
     assert "serf_trio" in light
     assert not {m for m in light if m.split(".")[0] in ("trio", "structlog")}
     assert "trio" in imported("import serf_trio; serf_trio.Node")  # the probe can see trio
+
+
+def test_the_package_exports_exactly_the_library_api() -> None:
+    """``serf_trio`` lists its lazy exports by hand (importing ``serf_trio.api`` to read them
+    would load trio); they must stay the library's."""
+    import serf_trio.api
+
+    assert sorted(serf_trio.__all__) == sorted(serf_trio.api.__all__)
+    assert all(getattr(serf_trio, n) is getattr(serf_trio.api, n) for n in serf_trio.__all__)
