@@ -49,7 +49,7 @@ from __future__ import annotations
 import signal
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -82,8 +82,10 @@ from .pipeline import EventPipeline, handler_totals, make_supervisor
 from .records import rpc_member
 from .reload import Reloader
 from .services import OptionalServices, require_packages, start_rpc
-from .snapshot_writer import SnapshotWriter, load_snapshot
 from .tags import LocalTags
+
+if TYPE_CHECKING:
+    from .snapshot_writer import SnapshotWriter
 
 __all__ = ["Agent", "rpc_member"]  # ``rpc_member``: kept importable from here
 
@@ -260,6 +262,8 @@ class Agent:
         if cfg.snapshot_path is not None:
             # Before the node exists: the core starts from the saved clocks (no old event
             # can be delivered again) and no socket is open yet.
+            from .snapshot_writer import SnapshotWriter, load_snapshot  # only with a snapshot
+
             state = restored = await load_snapshot(cfg.snapshot_path, self._log)
             rejoin = state.rejoin_targets(cfg.rejoin_after_leave)
             rejoin.pop(cfg.node_name, None)

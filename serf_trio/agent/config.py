@@ -39,7 +39,6 @@ import argparse
 import dataclasses
 import json
 import socket
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,10 +292,12 @@ def load_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{source}: cannot read config file: {exc.strerror or exc}") from None
     try:
         if path.suffix == ".toml":
+            import tomllib  # only for a TOML file: most agents never read one
+
             raw: object = tomllib.loads(data.decode("utf-8"))
         else:
             raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, TOMLDecodeError
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
             f"{source}: invalid {path.suffix.lstrip('.') or 'json'}: {detail}"

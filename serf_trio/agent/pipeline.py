@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -48,7 +49,9 @@ from serf_trio.serf.handler_env import max_response_payload
 
 from .config import AgentConfig
 from .records import Subscription, event_record
-from .snapshot_writer import SnapshotWriter
+
+if TYPE_CHECKING:
+    from .snapshot_writer import SnapshotWriter
 
 EVENT_BUFFER = 512  # per ``stream`` subscriber (RPC.md 4.1), lossy
 PIPELINE_BUFFER = 8192  # user events / queries the pipeline's node subscription may hold

@@ -23,7 +23,7 @@ Rules this module owns:
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,9 +32,11 @@ from serf_trio.rpc.paths import default_socket_path, in_runtime_dir
 from serf_trio.rpc.server import RpcServer
 from serf_trio.swim.api import Address
 
-from . import discover, telemetry
 from .config import AgentConfig, ConfigError
 from .facade import AgentFacade
+
+if TYPE_CHECKING:
+    from .discover import Discovery
 
 
 async def start_rpc(
@@ -59,7 +61,9 @@ async def start_rpc(
 def require_packages(cfg: AgentConfig) -> None:
     """``ConfigError`` when an option asks for a package that is not installed."""
     if cfg.discover:
-        discover.require_zeroconf()  # imports zeroconf: only when discover is set
+        from .discover import require_zeroconf
+
+        require_zeroconf()  # imports zeroconf: only when discover is set
     if cfg.metrics_addr is not None:
         _require_prometheus_client()
 
@@ -79,15 +83,18 @@ class OptionalServices:
     def __init__(self, log: Any) -> None:
         self._log = log
         self.metrics_bound: tuple[str, int] | None = None  # Prometheus /metrics, once serving
-        self.mdns: discover.Discovery | None = None
+        self.mdns: Discovery | None = None
 
     async def start(
         self, nursery: trio.Nursery, node: Node, cfg: AgentConfig, bind: Address
     ) -> str | None:
         """Start the configured services in ``nursery``: None, or the status to stop with."""
-        statsd = telemetry.from_config(cfg, node.registry, self._log)
-        if statsd is not None:  # statsd_addr / statsite_addr
-            await nursery.start(statsd.run)
+        if cfg.statsd_addr is not None or cfg.statsite_addr is not None:
+            from . import telemetry
+
+            statsd = telemetry.from_config(cfg, node.registry, self._log)
+            if statsd is not None:
+                await nursery.start(statsd.run)
         if cfg.metrics_addr is not None and not await self._start_prometheus(nursery, node, cfg):
             return "metrics endpoint failed"
         if cfg.discover and not await self._start_discover(nursery, node, cfg, bind):
@@ -119,7 +126,9 @@ class OptionalServices:
     ) -> bool:
         """``discover``: advertise over mDNS and join what is found (``agent.discover``);
         False (logged) when the mDNS sockets cannot be opened (Serf exits then too)."""
-        self.mdns = discover.Discovery(
+        from .discover import Discovery
+
+        self.mdns = Discovery(
             cfg.discover,
             node,
             node_name=cfg.node_name,

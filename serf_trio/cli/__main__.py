@@ -1,5 +1,5 @@
-"""``python -m serf_trio.cli``: the same as the ``serf-trio`` script."""
+"""``python -m serf_trio.cli``: the same as the ``serf-trio`` script (``agent`` skips Typer)."""
 
-from serf_trio.cli import main
+from serf_trio.launcher import main
 
 main()
