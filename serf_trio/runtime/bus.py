@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
@@ -117,11 +117,6 @@ class Flush:
 
 
 @dataclass(frozen=True, slots=True)
-class Periodic:
-    round: Literal["probe", "gossip", "push_pull"]
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """The answer of a ``Call``: ``error`` is the core's text when it refused."""
 
@@ -150,7 +145,7 @@ class LeaveCommand:
     reply: Reply[LeaveDone]
 
 
-CoreInput = Datagram | StreamRequest | StreamOutcome | Periodic | Call | LeaveCommand
+CoreInput = Datagram | StreamRequest | StreamOutcome | Call | LeaveCommand
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,14 @@
 * the transport (``Transport.serve``): UDP reader and TCP listener;
 * the **core driver** (``_drive``): the ONLY task that mutates the sans-IO core.  It consumes
   the input channel, fires the core's internal timers itself (it waits on the input channel
-  with ``trio.move_on_at(core.next_deadline())``, then calls ``tick``) and executes the
-  effects.  Timers are handled inline rather than by a separate timer task because every core
-  call can move the next deadline; a separate task would need a re-arm signal for each call;
-* three periodic tasks (prober, gossip broadcaster, push-pull sync): each sleeps its interval
-  (after a random initial stagger, as memberlist does) and posts a ``Periodic`` command;
+  with ``trio.move_on_at(...)`` until the core's next deadline or the next periodic round,
+  then calls ``tick``) and executes the effects.  Timers are handled inline rather than by a
+  separate timer task because every core call can move the next deadline; a separate task
+  would need a re-arm signal for each call;
+* the periodic rounds (prober, gossip broadcaster, push-pull sync) are timers of that same
+  loop: each first runs after a random stagger (as memberlist does), then every interval,
+  keeping its phase.  Tasks of their own would double the wake-ups of an idle agent (a sleep
+  to wake, then a channel hop to the driver), and wake-ups are most of what it costs;
 * the **sender**: drains the outgoing-packet channel into ``Transport.send_packet``;
 * one short-lived task per ``OpenStream`` effect, which posts its ``StreamOutcome`` back.
 
@@ -26,8 +29,7 @@ channel       producers               consumer                    full policy   
 input         UDP reader (packets),   core driver                 packets: drop + count   1024
               inbound stream tasks,                               (``send_nowait``);
               stream tasks (results),                             everything else waits
-              periodic tasks, API                                 (``await send``)
-              calls (join/leave/...)
+              API calls (join/leave/...)                          (``await send``)
 outgoing      core driver             sender task                 drop + count: the core  1024
                                                                   never waits on sockets
 events        core driver             each subscriber             the delivery contract   1024
@@ -84,7 +86,6 @@ from .bus import (
     NodeEvent,
     NotRunningError,
     Outcome,
-    Periodic,
     Reply,
     StreamOutcome,
     StreamRequest,
@@ -104,6 +105,19 @@ __all__ = [
     "NodeEvent",
     "NotRunningError",
 ]
+
+
+Round = Literal["probe", "gossip", "push_pull"]
+ROUNDS: tuple[Round, ...] = ("probe", "gossip", "push_pull")
+
+
+def _next_tick(at: float, period: float, now: float) -> float:
+    """The next run of a round that was due at ``at``: one period on, keeping its phase; ticks
+    missed while the loop was busy are dropped, as Go's ``time.Ticker`` drops them."""
+    nxt = at + period
+    if nxt <= now and period > 0:
+        nxt += math.ceil((now - nxt) / period + 1e-9) * period
+    return nxt if nxt > now else now + period
 
 
 class CoreDriver(Generic[C]):
@@ -179,10 +193,6 @@ class CoreDriver(Generic[C]):
                     self._core = self._make_core(adv, trio.current_time())
                     self._input = input_send
                     nursery.start_soon(self._sender, out_recv)
-                    nursery.start_soon(self._periodic, "probe", input_send.clone())
-                    nursery.start_soon(self._periodic, "gossip", input_send.clone())
-                    if self.config.push_pull_interval > 0:
-                        nursery.start_soon(self._periodic, "push_pull", input_send.clone())
                     nursery.start_soon(self._drive, self._core, input_recv.clone(), out_send)
                     if self.loop_lag is not None:
                         nursery.start_soon(self.loop_lag.run)
@@ -342,21 +352,16 @@ class CoreDriver(Generic[C]):
             return None
         return await reply.wait()
 
-    async def _periodic(
-        self,
-        which: Literal["probe", "gossip", "push_pull"],
-        send: trio.MemorySendChannel[CoreInput],
-    ) -> None:
-        """Post ``Periodic(which)`` every interval, after a random stagger (memberlist does too)."""
-        async with send:
-            first = True
-            while True:
-                period = self._period(which)
-                await trio.sleep(self._rng.uniform(0, period) if first else period)
-                first = False
-                await send.send(Periodic(which))
+    def _first_rounds(self, now: float) -> dict[Round, float]:
+        """When each periodic round first runs: after a random stagger (memberlist does too)."""
+        rounds: dict[Round, float] = {}
+        for which in ROUNDS:
+            if which == "push_pull" and self.config.push_pull_interval <= 0:
+                continue
+            rounds[which] = now + self._rng.uniform(0, self._period(which))
+        return rounds
 
-    def _period(self, which: str) -> float:
+    def _period(self, which: Round) -> float:
         if which == "probe":
             return self.config.probe_interval
         if which == "gossip":
@@ -397,21 +402,34 @@ class CoreDriver(Generic[C]):
         out: trio.MemorySendChannel[SendPacket | Flush],
     ) -> None:
         """The core driver: the only task that calls the core's mutating methods."""
+        # The periodic rounds (probe, gossip, push/pull) are timers of this loop, not tasks of
+        # their own: a round that falls due runs in the wake that noticed it, with no channel
+        # hop and no second task to schedule.  On an idle agent every wake-up is most of the
+        # CPU it uses, so this halves the cost of each timer.
+        rounds = self._first_rounds(trio.current_time())
         async with inputs, out, trio.open_nursery() as streams:
             self._streams = streams
             while True:
                 deadline = core.next_deadline()
+                wake = min(rounds.values(), default=math.inf)
+                if deadline is not None and deadline < wake:
+                    wake = deadline
                 item: CoreInput | None = None
                 if self._local:
                     item = self._local.popleft()
                     await trio.lowlevel.checkpoint()
                 else:
-                    with trio.move_on_at(math.inf if deadline is None else deadline):
+                    with trio.move_on_at(wake):
                         item = await inputs.receive()
                 now = trio.current_time()
                 effects: list[object] = []
                 if deadline is not None and now >= deadline:
                     effects.extend(core.tick(now))
+                if wake <= now:
+                    for which, at in list(rounds.items()):
+                        if at <= now:
+                            effects.extend(self._round(core, now, which))
+                            rounds[which] = _next_tick(at, self._period(which), now)
                 if item is not None:
                     effects.extend(self._dispatch(core, now, item))
                 self._execute(effects, out, streams)
@@ -428,14 +446,6 @@ class CoreDriver(Generic[C]):
             return effects
         if isinstance(item, StreamOutcome):
             return core.stream_result(now, item.stream_id, item.reply, item.error)
-        if isinstance(item, Periodic):
-            if item.round == "probe":
-                return core.probe(now)
-            if item.round == "gossip":
-                return core.gossip(now)
-            effects = core.push_pull(now)
-            self._push_pull_period = core.push_pull_period()
-            return effects
         if isinstance(item, LeaveCommand):
             self._leave_waiters.append(item.reply)
             return core.leave(now, item.timeout)
@@ -447,6 +457,15 @@ class CoreDriver(Generic[C]):
         if item.on_value is not None:
             item.on_value(value)
         item.reply.set(Outcome(value=value))
+        return effects
+
+    def _round(self, core: C, now: float, which: Round) -> Sequence[object]:
+        if which == "probe":
+            return core.probe(now)
+        if which == "gossip":
+            return core.gossip(now)
+        effects = core.push_pull(now)
+        self._push_pull_period = core.push_pull_period()
         return effects
 
     def _execute(

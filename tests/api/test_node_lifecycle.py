@@ -219,7 +219,9 @@ def test_no_task_outlives_the_node() -> None:
                     await mine.start(a.run)
                     await a.join(mem_addr(2))
                     await until(lambda: status(b, "n1") == "alive")
-                    assert len(tasks_of(*owners)) >= 5  # the probe itself sees the node's tasks
+                    assert (
+                        len(tasks_of(*owners)) >= 3
+                    )  # the probe sees the node's tasks (driver, sender, ...)
                     assert await a.leave() is False
                     assert not a.running
             assert not mine.cancel_scope.cancel_called
