@@ -503,6 +503,9 @@ class FrameReader:
             raw=False,
             strict_map_key=True,
             max_buffer_size=max_object + _MAX_CHUNK,
+            # Start small (msgpack would allocate min(max_buffer_size, 1 MiB) per connection);
+            # the buffer grows on demand up to max_buffer_size.
+            read_size=min(max_object + _MAX_CHUNK, 64 * 1024),
             max_str_len=max_object,
             max_bin_len=max_object,
             max_array_len=max_object,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 MEMBER_EVENT_TYPES = (
     "member-join",
@@ -101,15 +101,37 @@ class QueryEventLike(_NamedEventLike, Protocol):
     def token(self) -> object: ...
 
 
-def event_type_and_name(event: object) -> tuple[str, str] | None:
-    """``(SERF_EVENT value, user event / query name or "")``, or ``None`` for other effects."""
+# The shape of each event class, found once: ``isinstance`` against a runtime-checkable
+# protocol inspects every attribute (several microseconds), and this runs for every event and
+# every subscriber's filter.  Event classes are few, so the cache stays small.
+_SHAPES: dict[type, str | None] = {}
+
+
+def _shape(cls: type, event: object) -> str | None:
     # A query also has name/payload/ltime, so it is recognised (by its token) before user events.
     if isinstance(event, QueryEventLike):
-        return "query", event.name
-    if isinstance(event, MemberEventLike):
-        return event.kind, ""
-    if isinstance(event, UserEventLike):
-        return "user", event.name
+        shape: str | None = "query"
+    elif isinstance(event, MemberEventLike):
+        shape = "member"
+    elif isinstance(event, UserEventLike):
+        shape = "user"
+    else:
+        shape = None
+    if len(_SHAPES) < 256:
+        _SHAPES[cls] = shape
+    return shape
+
+
+def event_type_and_name(event: object) -> tuple[str, str] | None:
+    """``(SERF_EVENT value, user event / query name or "")``, or ``None`` for other effects."""
+    cls = type(event)
+    shape = _SHAPES[cls] if cls in _SHAPES else _shape(cls, event)
+    if shape == "query":
+        return "query", cast(QueryEventLike, event).name
+    if shape == "member":
+        return cast(MemberEventLike, event).kind, ""
+    if shape == "user":
+        return "user", cast(UserEventLike, event).name
     return None
 
 
