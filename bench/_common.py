@@ -5,11 +5,21 @@ The scripts run as ``python bench/<name>.py``, so this module is imported as ``_
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
 
 HOST = "127.0.0.1"
+TICK = os.sysconf("SC_CLK_TCK")
+SERF_TRIO = Path(sys.executable).parent / "serf-trio"  # the console script of this venv
 
 _handed_out: set[int] = set()
 
@@ -41,3 +51,94 @@ def wait_for(pred: Callable[[], bool], limit: float, step: float = 0.05) -> floa
             return time.monotonic() - t0
         time.sleep(step)
     return None
+
+
+# -- agent processes (added for cluster.py and startup.py) ---------------------------------------
+
+
+def agent_env(workdir: Path) -> dict[str, str]:
+    """The environment for agents: no inherited RPC settings, and a bytecode cache in
+    ``workdir`` (``PYTHONPYCACHEPREFIX``), as an installed package has its ``.pyc`` files."""
+    env = dict(os.environ)
+    for var in ("SERF_RPC_ADDR", "SERF_RPC_AUTH", "SERF_TRIO_RPC_SOCKET", "NOTIFY_SOCKET"):
+        env.pop(var, None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    return env
+
+
+def spawn_group(
+    argv: Sequence[str], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group (pgid == pid), stdout and stderr to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def kill_group(proc: subprocess.Popen[bytes], wait: float = 5.0) -> None:
+    """SIGKILL the process group of ``proc`` (started by :func:`spawn_group`) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(wait)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime+stime (and reaped children's cutime+cstime) of every process in group ``pgid``."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:  # the process went away while we looked
+            continue
+        # After the parenthesised command name: pgrp is field 5, utime..cstime 14-17 (proc(5)).
+        rest = stat.rpartition(")")[2].split()
+        if int(rest[2]) == pgid:
+            ticks += sum(int(v) for v in rest[11:15])
+    return ticks / TICK
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime+stime of one process from ``/proc/PID/stat`` (None if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat.rpartition(")")[2].split()
+    return (int(rest[11]) + int(rest[12])) / TICK
+
+
+def proc_cpu_clock(pid: int) -> float | None:
+    """CPU seconds of process ``pid`` (all its threads) from its POSIX CPU-time clock, with ns
+    resolution where ``/proc/PID/stat`` counts 10 ms ticks (None if it is gone).  The clock id
+    is glibc's ``clock_getcpuclockid``: ``(~pid << 3) | CPUCLOCK_SCHED``."""
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        return None
+
+
+def percentile(xs: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of a non-empty sequence."""
+    s = sorted(xs)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM and SIGINT raise KeyboardInterrupt, so ``finally`` blocks kill every agent."""
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored

@@ -1,0 +1,69 @@
+"""The benchmark scripts still run: each one once, at the smallest size, both implementations.
+
+A smoke test, never a speed check: it asserts that a script exits 0 and prints its comparison
+table with a value for both implementations, so a change that breaks a benchmark is seen in CI,
+not when someone next wants the numbers.  The numbers themselves are for ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.realnet,
+    pytest.mark.interop,
+    pytest.mark.skipif(shutil.which("serf") is None, reason="needs the serf binary"),
+]
+
+
+def run(script: str, *args: str, timeout: float = 240) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERF_")}
+    r = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=BENCH,
+        env=env,
+    )
+    assert r.returncode == 0, f"{script} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def row(out: str, label: str) -> list[str]:
+    """The cells of the table row starting with ``label`` (label words dropped)."""
+    for line in out.splitlines():
+        if line.startswith(label):
+            return line[len(label) :].split()
+    raise AssertionError(f"no row {label!r} in:\n{out}")
+
+
+def test_startup_bench_runs() -> None:
+    out = run("startup.py", "--trials", "1")
+    cells = row(out, "seed lists it alive")
+    assert len(cells) >= 3 and cells[-1] != "-", out  # serf, serf-trio, ratio
+
+
+def test_cluster_bench_runs() -> None:
+    out = run(
+        "cluster.py",
+        *("--n", "4", "--events", "3", "--spacing", "0.1"),
+        *("--straggler-wait", "3", "--reps", "1"),
+    )
+    for label in ("join convergence from last spawn", "failure detected by all"):
+        cells = row(out, label)
+        assert len(cells) >= 5 and cells[-1] != "-", (label, out)  # serf, trio, ratio
+
+
+def test_capacity_bench_runs() -> None:
+    out = run("capacity.py", "--n", "4", "--idle", "1", "--impl", "both")
+    assert out.count("agents running: 4/4") == 2, out
