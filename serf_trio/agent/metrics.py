@@ -367,7 +367,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "loop_lag_seconds",
         "gauge",
-        "How late the event loop's 1 s timer last woke.",
+        "How late the node's last timer ran (probe, gossip or core deadline).",
         field("runtime_lag", "lag_seconds"),
     ),
     Family(

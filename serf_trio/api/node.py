@@ -182,7 +182,7 @@ class Node:
         self.registry.register("delivery", rt.delivery_statistics)
         self.registry.register("driver", rt.runtime_counters)
         self.registry.register("encryption", self.crypto.stats)
-        rt.loop_lag = LoopLag()  # runs with the driver
+        rt.loop_lag = LoopLag()  # the driver reports each timer wake to it
         self.registry.register("runtime_lag", rt.loop_lag.statistics)
 
     # -- lifecycle ------------------------------------------------------------------------

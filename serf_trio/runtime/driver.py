@@ -167,7 +167,8 @@ class CoreDriver(Generic[C]):
         self._violations = 0
         self._streams: trio.Nursery | None = None  # the driver's nursery for short tasks
         self.addr: Address | None = None
-        # Set before ``run`` (``api.Node`` does): measured for as long as the node runs.
+        # Set before ``run`` (``api.Node`` does): every timer wake of the driver loop reports
+        # how late it ran.
         self.loop_lag: LoopLag | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -194,8 +195,6 @@ class CoreDriver(Generic[C]):
                     self._input = input_send
                     nursery.start_soon(self._sender, out_recv)
                     nursery.start_soon(self._drive, self._core, input_recv.clone(), out_send)
-                    if self.loop_lag is not None:
-                        nursery.start_soon(self.loop_lag.run)
                     self._log.info("node_started", addr=str(adv), bind=str(bound))
                     task_status.started(adv)
             finally:
@@ -422,6 +421,8 @@ class CoreDriver(Generic[C]):
                     with trio.move_on_at(wake):
                         item = await inputs.receive()
                 now = trio.current_time()
+                if wake <= now and self.loop_lag is not None:
+                    self.loop_lag.record(now - wake)  # how late this timer ran
                 effects: list[object] = []
                 if deadline is not None and now >= deadline:
                     effects.extend(core.tick(now))
