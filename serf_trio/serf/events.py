@@ -45,6 +45,15 @@ class EventBuffer:
             self._slots[idx] = EventSlot(ltime, (entry,))
         return True, ""
 
+    def holds(self, slot: EventSlot) -> bool:
+        """Whether our slot for ``slot.ltime`` holds that LTime and every event of ``slot``,
+        so that ``accept`` would call each of them a duplicate (a push/pull brings the whole
+        ring every time)."""
+        ours = self._slots[slot.ltime % self.size]
+        if ours is None or ours.ltime != slot.ltime:
+            return False
+        return ours == slot or all(e in ours.events for e in slot.events)
+
     def slots(self) -> tuple[EventSlot | None, ...]:
         """The ring in slot order, as Serf's push/pull ``Events`` array."""
         return tuple(self._slots)

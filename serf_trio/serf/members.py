@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from ..swim.api import Address
 
 STATUS_CODES = {"none": 0, "alive": 1, "leaving": 2, "left": 3, "failed": 4}
+# What a member without (complete) versions is shown as: memberlist 1..5 speaking 2, Serf 2..5
+# speaking 5.
+_DEFAULT_VSN = bytes([1, 5, 2, 2, 5, 5])
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +56,14 @@ class MemberState:
     leaving_since: float = 0.0  # core time a leave intent made it "leaving"
     leaving_incarnation: int = 0  # memberlist incarnation when it became "leaving"
 
+    @property
+    def protocol_max(self) -> int:
+        """``view().protocol_max`` without building a view (which copies the tags): the
+        relay of a query response checks it for every member."""
+        return self.vsn[1] if len(self.vsn) >= 6 else _DEFAULT_VSN[1]
+
     def view(self) -> SerfMember:
-        v = self.vsn if len(self.vsn) >= 6 else bytes([1, 5, 2, 2, 5, 5])
+        v = self.vsn if len(self.vsn) >= 6 else _DEFAULT_VSN
         return SerfMember(
             self.name,
             self.addr,

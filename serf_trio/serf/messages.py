@@ -366,12 +366,16 @@ def decode(buf: bytes) -> SerfMessage:
     body = bytes(buf[1:])
     if t == SerfType.RELAY:
         return _decode_relay(body)
-    try:
-        st = SerfType(t)
-    except ValueError:
-        raise DecodeError(f"serf: unknown message type {t}") from None
-    what = f"serf {st.name.lower()}"
-    f = _fields(_unpack(body, what), what)
+    st = _SERF_TYPES.get(t)
+    if st is None:
+        raise DecodeError(f"serf: unknown message type {t}")
+    what = _WHAT[t]
+    obj = _unpack(body, what)
+    if st in _FAST_TYPES:
+        fast = _fast_decode(st, obj)
+        if fast is not None:
+            return fast
+    f = _fields(obj, what)
     if st is SerfType.LEAVE:
         return Leave(f.uint("LTime"), f.string("Node"), f.boolean("Prune"))
     if st is SerfType.JOIN:
@@ -382,10 +386,15 @@ def decode(buf: bytes) -> SerfMessage:
         if raw_st is not None:
             if not isinstance(raw_st, dict):
                 raise DecodeError(f"{what}: StatusLTimes is not a map")
+            # One entry per member: the usual shape (byte-string key, int value) is tested
+            # with ``type(...) is`` first; ``text`` words the errors (and maps a nil key).
             for k, v in raw_st.items():
-                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_U64:
+                if type(v) is not int or not 0 <= v <= MAX_U64:
                     raise DecodeError(f"{what}: StatusLTimes value is not an integer")
-                status[text(k, f"{what}: StatusLTimes key")] = v
+                if type(k) is bytes:
+                    status[k.decode("utf-8", "surrogateescape")] = v
+                else:
+                    status[text(k, f"{what}: StatusLTimes key")] = v
         left = tuple(text(x, f"{what}: LeftMembers entry") for x in f.array("LeftMembers"))
         events = tuple(_decode_slot(s) for s in f.array("Events"))
         return PushPullState(
@@ -426,6 +435,45 @@ def decode(buf: bytes) -> SerfMessage:
             payload=f.blob("Payload"),
         )
     raise DecodeError(f"serf: message type {st.name.lower()} is not valid at top level")
+
+
+# By type byte: the type and the "what" of its error texts, without the enum machinery.
+_SERF_TYPES: dict[int, SerfType] = {int(t): t for t in SerfType}
+_WHAT: dict[int, str] = {int(t): f"serf {t.name.lower()}" for t in SerfType}
+_FAST_TYPES = frozenset({SerfType.JOIN, SerfType.LEAVE, SerfType.USER_EVENT})
+
+
+def _fast_decode(st: SerfType, obj: object) -> Join | Leave | UserEvent | None:
+    """A join or leave intent or a user event in the shape Serf writes, or ``None`` (then the
+    ``Fields`` path decides, with the same record or the error).
+
+    Intents and events are the Serf gossip of a join storm (every node's join intent reaches
+    every node, several times), so their usual shape is recognised with plain lookups.
+    """
+    if type(obj) is not dict:
+        return None
+    ltime = obj.get(b"LTime")
+    if type(ltime) is not int or not 0 <= ltime <= MAX_U64:
+        return None
+    if st is SerfType.USER_EVENT:
+        name, payload, cc = obj.get(b"Name"), obj.get(b"Payload"), obj.get(b"CC")
+        if type(name) is bytes and (payload is None or type(payload) is bytes) and type(cc) is bool:
+            return UserEvent(
+                ltime,
+                name.decode("utf-8", "surrogateescape"),
+                payload if payload is not None else b"",
+                cc,
+            )
+        return None
+    node = obj.get(b"Node")
+    if type(node) is not bytes:
+        return None
+    if st is SerfType.JOIN:
+        return Join(ltime, node.decode("utf-8", "surrogateescape"))
+    prune = obj.get(b"Prune")
+    if type(prune) is bool:
+        return Leave(ltime, node.decode("utf-8", "surrogateescape"), prune)
+    return None
 
 
 _RELAY_ERRORS: tuple[type[Exception], ...] = (*MSGPACK_ERRORS, StopIteration)

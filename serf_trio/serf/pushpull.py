@@ -5,7 +5,10 @@ memberlist asks for it on every push/pull and join, and hands over the peer's: t
 Lamport clocks, every member's status LTime (left members listed apart) and the whole
 user-event ring.  Merging witnesses the clocks, replays the statuses as intents (not
 rebroadcast) and runs every remembered event through the ordinary user-event path, where
-duplicates die.  It owns no state of its own: it reads and feeds the node's components.
+duplicates die.  What would only witness a clock - a status time not newer than the member's,
+a ring slot whose events we all hold - is recognised first and costs a lookup, since an
+anti-entropy push/pull in a settled cluster brings almost nothing new.  It owns no state of
+its own: it reads and feeds the node's components.
 """
 
 from __future__ import annotations
@@ -74,15 +77,31 @@ class StateExchange:
             self._membership.handle_leave_intent(
                 now, Leave(pp.status_ltimes.get(name, 0) + 1, name)
             )
+        members = self._members
+        clock = self._clock
         for name, t in pp.status_ltimes.items():
-            if name not in left:
-                self._membership.handle_join_intent(now, Join(t, name))
+            if name in left:
+                continue
+            m = members.get(name)
+            if m is not None and t <= m.status_ltime:
+                # handleNodeJoinIntent of a known member at a time not newer than its status
+                # time only witnesses the clock: skip building the intent (nearly every
+                # member of an anti-entropy push/pull).
+                clock.witness(t)
+                continue
+            self._membership.handle_join_intent(now, Join(t, name))
         if join and self._joining_without_replay():
             # serf eventJoinIgnore: nothing the cluster already had is delivered.
             buffer = self._events.buffer
             buffer.min_time = max(buffer.min_time, pp.event_ltime)
+        buffer = self._events.buffer
         for slot in pp.events:
-            if slot is None:
+            if slot is None or not slot.events:
+                continue
+            if buffer.holds(slot):
+                # Every event of the slot is a duplicate: handleUserEvent would witness the
+                # event clock and drop each one.
+                self._event_clock.witness(slot.ltime)
                 continue
             for e in slot.events:
                 self._events.handle(UserEvent(slot.ltime, e.name, e.payload, False))

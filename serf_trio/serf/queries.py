@@ -281,7 +281,7 @@ class Queries:
         candidates = [
             m
             for m in self._members.values()
-            if m.status == "alive" and m.name != self._name and m.view().protocol_max >= 5
+            if m.status == "alive" and m.name != self._name and m.protocol_max >= 5
         ]
         picks = self._rng.sample(candidates, min(relay_factor, len(candidates)))
         for m in picks:

@@ -8,6 +8,8 @@ form, magic byte included, must fit memberlist's 512-byte metadata limit.
 
 from __future__ import annotations
 
+import functools
+
 from serf_trio.wire.codec import DecodeError, pack, unpack_one
 from serf_trio.wire.messages import META_MAX_SIZE
 
@@ -31,7 +33,17 @@ def encode_tags(tags: dict[str, str]) -> bytes:
 
 
 def decode_tags(meta: bytes | None) -> dict[str, str]:
-    """Tags from node metadata; undecodable maps give ``{}`` (never raises on peer input)."""
+    """Tags from node metadata; undecodable maps give ``{}`` (never raises on peer input).
+
+    A new dict every call (the caller owns it), copied from a cache keyed by the metadata
+    bytes: a join storm decodes the same few tag sets once per member and per node.
+    """
+    return dict(_decode_tags(meta))
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_tags(meta: bytes | None) -> dict[str, str]:
+    # Never handed out: ``decode_tags`` copies it.
     if not meta or meta[0] != TAG_MAGIC:
         return {"role": (meta or b"").decode("utf-8", "replace")}
     try:

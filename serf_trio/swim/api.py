@@ -41,7 +41,7 @@ class Address:
 
     def packed(self) -> bytes:
         """The IP in memberlist's wire form: 4 bytes for IPv4, 16 for IPv6."""
-        return ipaddress.ip_address(self.host).packed
+        return _ip_packed(self.host)
 
     @classmethod
     def from_packed(cls, ip: bytes, port: int) -> Address:
@@ -49,6 +49,8 @@ class Address:
 
         ``ValueError`` if ``ip`` is not 4 or 16 bytes.
         """
+        if cls is Address:
+            return _address(ip, port)
         return cls(_ip_text(ip), port)
 
     def __str__(self) -> str:
@@ -72,6 +74,21 @@ def _ip_text(ip: bytes) -> str:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return str(addr.ipv4_mapped)
     return str(addr)
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(ip: bytes, port: int) -> Address:
+    # Every alive message, push/pull node state and query names its sender by packed IP and
+    # port; a cluster has one pair per member, so the (immutable) Address is shared instead of
+    # being rebuilt per message (a frozen dataclass costs a few object.__setattr__ calls).
+    return Address(_ip_text(ip), port)
+
+
+@functools.lru_cache(maxsize=65536)
+def _ip_packed(host: str) -> bytes:
+    # The reverse direction: every push/pull lists every member's packed IP, and parsing the
+    # text with ``ipaddress`` each time cost more than encoding the rest of the node state.
+    return ipaddress.ip_address(host).packed
 
 
 class State(Enum):

@@ -83,8 +83,9 @@ class TransmitLimitedQueue:
         used = 0
         out: list[bytes] = []
         bumped: list[_Item] = []
+        items = self._items
         for tier_no in sorted(self._tiers):
-            tier = self._tiers.get(tier_no)
+            tier = self._tiers[tier_no]
             while tier:
                 free = limit - used - overhead
                 if free <= 0:
@@ -92,21 +93,24 @@ class TransmitLimitedQueue:
                 pos = bisect.bisect_left(tier, (-free, -(1 << 62)))
                 if pos >= len(tier):
                     break  # nothing of this tier fits any more
-                item = self._items[-tier[pos][1]]
-                self._remove(item)
+                # Taken out of its tier where the search found it (no second search); an item
+                # sent again stays queued and only changes tier.
+                item = items[-tier.pop(pos)[1]]
                 out.append(item.data)
                 used += overhead + len(item.data)
                 if item.transmits + 1 >= tlimit:
+                    self._forget(item)
                     self._finished_item(item)
                 else:
                     item.transmits += 1
-                    # Re-inserted after the walk, or it would be picked again from the next tier.
+                    # Re-tiered after the walk, or it would be picked again from the next tier.
                     bumped.append(item)
-                tier = self._tiers.get(tier_no)
+            if not tier:
+                del self._tiers[tier_no]
             if limit - used - overhead <= 0:
                 break
         for item in bumped:
-            self._insert(item)
+            bisect.insort(self._tiers.setdefault(item.transmits, []), item.order())
         return out
 
     def pop_finished(self) -> list[int]:
@@ -127,10 +131,14 @@ class TransmitLimitedQueue:
             self._by_key[item.key] = item.id
         bisect.insort(self._tiers.setdefault(item.transmits, []), item.order())
 
-    def _remove(self, item: _Item) -> None:
+    def _forget(self, item: _Item) -> None:
+        """Drop ``item`` from the id and key maps (its tier entry is the caller's business)."""
         del self._items[item.id]
         if item.key is not None and self._by_key.get(item.key) == item.id:
             del self._by_key[item.key]
+
+    def _remove(self, item: _Item) -> None:
+        self._forget(item)
         tier = self._tiers[item.transmits]
         pos = bisect.bisect_left(tier, item.order())
         del tier[pos]

@@ -11,6 +11,10 @@ Rules owned here (memberlist ``state.go``):
 * random selection of ``k`` nodes matching a predicate never scans the table when matches are
   common: it rejection-samples the indexable probe list (expected O(k)); only when the caller's
   estimate says matches are rare (< 1/8 of the table) or the table is small does it scan.
+  Indirect-probe relays and the push/pull peer use it;
+* gossip targets come from a separate random cycle (``targets.GossipCycle``) and the ring of
+  alive members (``targets.GossipRing``, kept here at every state change); reasoning in
+  ``targets``.  A new node joins the cycle's unwalked part; reaped nodes are dropped when met.
 
 Records are mutable and private to the core; the outside sees frozen ``MemberInfo`` copies.
 """
@@ -19,9 +23,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..wire.codec import encode_node_state
+from ..wire.messages import PushNodeState
 from .api import Address, MemberInfo, State
+from .targets import GossipCycle, GossipRing
 
 _SCAN_BELOW = 64  # tables this small are scanned outright
 
@@ -35,6 +42,39 @@ class NodeRecord:
     state: State
     vsn: bytes
     state_change: float
+    # The encoded pushNodeState last built for this record and the field values it was built
+    # from (see ``push_state``); the core mutates records in place, so validity is checked by
+    # comparing those values instead of invalidating at every write.
+    _push: tuple[tuple[int, State, bytes, Address, bytes], bytes] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def push_state(self) -> bytes:
+        """This record as an encoded push/pull ``pushNodeState`` (memberlist sendLocalState).
+
+        Every push/pull lists every member, and between two of them almost none changes: the
+        bytes are rebuilt only when incarnation, state, metadata, address or versions differ
+        from those they were built from.
+        """
+        key = (self.incarnation, self.state, self.meta, self.addr, self.vsn)
+        cached = self._push
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        data = encode_node_state(self.node_state())
+        self._push = (key, data)
+        return data
+
+    def node_state(self) -> PushNodeState:
+        """This record as a push/pull ``pushNodeState``."""
+        return PushNodeState(
+            name=self.name,
+            addr=self.addr.packed(),
+            port=self.addr.port,
+            meta=self.meta or None,
+            incarnation=self.incarnation,
+            state=self.state.value,
+            vsn=self.vsn,
+        )
 
     def info(self) -> MemberInfo:
         return MemberInfo(
@@ -86,6 +126,9 @@ class MemberTable:
         self._list: list[NodeRecord] = []  # probe order; also the indexable sampling pool
         self._probe_index = 0
         self._counts: dict[State, int] = {s: 0 for s in State}
+        self._gossip: GossipCycle[NodeRecord] = GossipCycle(rng)
+        self._ring = GossipRing()  # alive members in ring order (gossip backstop)
+        self._ring_turn = 0  # which ring successor this gossip round's first target is
 
     def __len__(self) -> int:
         return len(self._map)
@@ -109,6 +152,9 @@ class MemberTable:
         offset = self._rng.randrange(n) if n > 0 else 0
         self._list[offset], self._list[n] = self._list[n], self._list[offset]
         self._counts[rec.state] += 1
+        self._gossip.add(rec)
+        if rec.state is State.ALIVE:
+            self._ring.insert(rec.name)
 
     def set_state(self, rec: NodeRecord, state: State, now: float) -> None:
         """Change a node's state and stamp the change time (keeps the per-state counts)."""
@@ -117,6 +163,10 @@ class MemberTable:
             self._counts[state] += 1
             rec.state = state
             rec.state_change = now
+            if state is State.ALIVE:
+                self._ring.insert(rec.name)
+            else:
+                self._ring.discard(rec.name)
 
     def next_probe_target(self, self_name: str, now: float, reap_after: float) -> NodeRecord | None:
         """The next node to probe (skipping self, dead and left), or None if there is none.
@@ -181,3 +231,55 @@ class MemberTable:
                 if len(chosen) >= k:
                     break
         return list(chosen.values())
+
+    def gossip_targets(
+        self,
+        k: int,
+        pred: Callable[[NodeRecord], bool],
+        *,
+        me: str,
+        window: int,
+        ring: int = 0,
+    ) -> list[NodeRecord]:
+        """The next up to ``k`` gossip targets: distinct, never ``me``, each matching ``pred``
+        (see ``targets`` for why this shape).
+
+        With ``ring > 0`` the first target is one of our ``ring`` alive successors on the
+        gossip ring, taking turns round by round, and the others come from the gossip cycle,
+        which then skips those successors; without, all come from the cycle.  No cycle pick
+        repeats within ``window`` consecutive cycle picks.  If the cycle runs short (a tiny
+        cluster) the other ring successors fill in, so the fan-out stays memberlist's.
+        O(k + log N) amortised per call, however large the table.
+        """
+        current = self._map
+        if k <= 0:
+            return []
+        succ = [
+            rec
+            for name in self._ring.successors(me, ring)
+            if (rec := current.get(name)) is not None and pred(rec)
+        ]
+        reserved = {rec.name for rec in succ}
+        out: list[NodeRecord] = []
+        if succ:
+            out.append(succ[self._ring_turn % len(succ)])
+            self._ring_turn += 1
+
+        def eligible(rec: NodeRecord) -> bool:
+            name = rec.name
+            return name != me and name not in reserved and pred(rec)
+
+        out += self._gossip.take(
+            k - len(out), eligible, window=window, current=lambda rec: current.get(rec.name) is rec
+        )
+        for rec in succ:
+            if len(out) >= k:
+                break
+            if all(rec is not o for o in out):
+                out.append(rec)
+        return out
+
+    @property
+    def gossip_cycle(self) -> GossipCycle[NodeRecord]:
+        """The gossip-target cycle (read-only use: statistics and tests)."""
+        return self._gossip

@@ -65,7 +65,9 @@ from ..wire.messages import (
     Message,
     MessageType,
     Nack,
+    NodeStateCode,
     Ping,
+    PushNodeState,
     PushPull,
     Suspect,
     UserMsg,
@@ -77,7 +79,7 @@ from ..wire.packet import (
     decode_packet,
     encode_packet,
 )
-from ..wire.stream import StreamParser, encode_stream_message
+from ..wire.stream import StreamParser, encode_push_pull, encode_stream_message
 from .api import (
     Address,
     Delegate,
@@ -98,11 +100,17 @@ from .api import (
 from .awareness import Awareness
 from .broadcast import TransmitLimitedQueue
 from .config import SwimConfig
-from .formulas import push_pull_scale, suspicion_confirmations_wanted, suspicion_timeout
+from .formulas import (
+    push_pull_scale,
+    retransmit_limit,
+    suspicion_confirmations_wanted,
+    suspicion_timeout,
+)
 from .members import MemberTable, NodeRecord
-from .pushpull import merge_messages, node_states, verify_protocol
+from .pushpull import merge_message, node_states, verify_protocol
 from .suspicion import Suspicion
 from .tally import tally
+from .targets import RING_SUCCESSORS
 
 USER_MSG_OVERHEAD = 1  # the 08 type byte in front of a delegate message
 MAX_SEQ = 0xFFFF_FFFF
@@ -618,6 +626,15 @@ class Memberlist:
     # ---------------------------------------------------------------- gossip (memberlist state.go)
 
     def gossip(self, now: float) -> list[Effect]:
+        """One gossip round: queued broadcasts to the next ``gossip_nodes`` targets.
+
+        memberlist gossip() picks alive, suspect and recently dead nodes (``kRandomNodes``) and
+        calls getBroadcasts once per target, so each broadcast reaches ``retransmit_limit``
+        consecutive targets.  We take the first target of a round from our alive successors on
+        a ring every node shares, in turn, and the rest from a random cycle (``targets``): those
+        targets are distinct whenever there are that many eligible nodes, and every node hears
+        each broadcast from its ring predecessors.  Same fan-out, same packets.
+        """
         self._out = []
         me = self.name
         gttd = self.config.gossip_to_the_dead_time
@@ -629,7 +646,16 @@ class Memberlist:
                 return True
             return r.state is State.DEAD and now - r.state_change <= gttd
 
-        peers = self._members.sample(self.config.gossip_nodes, wanted, expected=self.num_alive())
+        members = self._members
+        k = self.config.gossip_nodes
+        # memberlist queue.go: each broadcast goes into this many packets (one per target).
+        limit = retransmit_limit(self.config.retransmit_mult, len(members))
+        # Ring successors that every broadcast's ~limit/k rounds reach at least once (1 or 2).
+        ring = min(RING_SUCCESSORS, max(1, limit // k))
+        # Upper bound on the eligible nodes (dead ones past gttd still counted): ourselves out.
+        others = sum(members.count(s) for s in (State.ALIVE, State.SUSPECT, State.DEAD)) - 1
+        window = min(limit, others - ring)
+        peers = members.gossip_targets(k, wanted, me=me, window=window, ring=ring)
         avail = self._udp_budget() - COMPOUND_HEADER_OVERHEAD
         for peer in peers:
             msgs = self._get_broadcasts(COMPOUND_PART_OVERHEAD, avail, MAX_COMPOUND_PARTS)
@@ -943,16 +969,37 @@ class Memberlist:
     def _local_state(self, join: bool) -> PushPull:
         return PushPull(join, node_states(self._members), self._delegate.local_state(join))
 
+    def _encode_local_state(self, join: bool) -> bytes:
+        """``_local_state(join)`` as stream bytes (the same bytes), built from each member's
+        cached node-state encoding (``NodeRecord.push_state``): a push/pull lists every
+        member, and between two exchanges almost none of them changes."""
+        nodes = [r.push_state() for r in self._members]
+        user_state = self._delegate.local_state(join)
+        tally(self._messages_out, _CLASS_NAMES[PushPull])
+        return encode_push_pull(join, nodes, user_state, compress=self.config.enable_compression)
+
     def _encode_stream(self, msg: Message) -> bytes:
         self._count_out(msg)
         return encode_stream_message(msg, compress=self.config.enable_compression)
 
     def _merge_remote(self, now: float, pp: PushPull) -> str | None:
-        """memberlist mergeRemoteState: verify versions, merge nodes, then the user state."""
+        """memberlist mergeRemoteState: verify versions, merge nodes, then the user state.
+
+        Each remote state becomes the message memberlist's mergeState feeds its handlers
+        (``pushpull.merge_message``), except the ones those handlers would drop without a
+        trace (``_merge_unchanged``): in a storm's anti-entropy that is nearly every member,
+        and they cost a lookup and a few comparisons instead of a message and a handler run.
+        """
         err = verify_protocol(pp.nodes, self._members)
         if err is not None:
             return err
-        for msg in merge_messages(pp.nodes, self.name):
+        me = self.name
+        get = self._members.get
+        for ns in pp.nodes:
+            rec = get(ns.name)
+            if rec is not None and ns.name != me and self._merge_unchanged(ns, rec):
+                continue
+            msg = merge_message(ns, me)
             if isinstance(msg, Alive):
                 self._on_alive(now, msg)
             elif isinstance(msg, Dead):
@@ -962,6 +1009,30 @@ class Memberlist:
         if pp.user_state:
             self._delegate.merge_remote_state(now, pp.user_state, pp.join)
         return None
+
+    def _merge_unchanged(self, ns: PushNodeState, rec: NodeRecord) -> bool:
+        """Whether merging ``ns`` about ``rec`` (another node we know) changes nothing: no
+        state, no broadcast, no event, no notice, no violation.  Mirrors the early returns of
+        the handlers ``_merge_remote`` would call; anything else goes through them.
+        """
+        inc = ns.incarnation
+        if ns.state == NodeStateCode.ALIVE:
+            # aliveNode: an alive that is not newer is ignored, provided it claims the address
+            # we hold (else: name conflict or reclaim) and carries the versions we hold (which
+            # passed the version check when we took them).
+            return (
+                inc <= rec.incarnation
+                and ns.vsn == rec.vsn
+                and ns.addr == rec.addr.packed()
+                and (ns.port or self.addr.port) == rec.addr.port
+            )
+        if inc < rec.incarnation:
+            return True  # suspectNode / deadNode: older than what we know
+        if ns.name in self._suspicions:
+            return False  # a suspicion to confirm or to drop
+        if ns.state == NodeStateCode.LEFT:
+            return rec.dead_or_left  # deadNode: already dead or left
+        return rec.state is not State.ALIVE  # suspectNode: only an alive node becomes suspect
 
     def join(self, now: float, seeds: Sequence[Address]) -> tuple[int, list[Effect]]:
         self._out = []
@@ -975,7 +1046,7 @@ class Memberlist:
             sid = next(self._ids)
             req.pending[sid] = seed
             self._join_streams[sid] = rid
-            data = self._encode_stream(self._local_state(True))
+            data = self._encode_local_state(True)
             self._out.append(OpenStream(sid, seed, data, True, self.config.tcp_timeout))
         return rid, self._finish()
 
@@ -990,7 +1061,7 @@ class Memberlist:
         if peers:
             sid = next(self._ids)
             self._syncs[sid] = peers[0].name
-            data = self._encode_stream(self._local_state(False))
+            data = self._encode_local_state(False)
             self._out.append(OpenStream(sid, peers[0].addr, data, True, self.config.tcp_timeout))
         return self._finish()
 
@@ -1059,7 +1130,7 @@ class Memberlist:
             self._count_in(msg)
         if isinstance(msg, PushPull):
             # The responder answers first, then merges (memberlist handleConn).
-            reply = self._encode_stream(self._local_state(msg.join))
+            reply = self._encode_local_state(msg.join)
             err = self._merge_remote(now, msg)
             if err is not None:
                 self._violation("stream", f"push/pull merge failed: {err}")

@@ -80,16 +80,18 @@ def encode_body(msg: Message) -> bytes:
     if isinstance(msg, Nack):
         return pack_struct({"SeqNo": msg.seq_no})
     if isinstance(msg, Suspect | Dead):
-        return pack_struct({"Incarnation": msg.incarnation, "Node": msg.node, "From": msg.from_})
+        # Fields already in Go's sorted order (what ``pack_struct`` would produce): these and
+        # alive are queued for every member a storm or a merge changes.
+        return pack({"From": msg.from_, "Incarnation": msg.incarnation, "Node": msg.node})
     if isinstance(msg, Alive):
         _check_vsn(msg.vsn)
-        return pack_struct(
+        return pack(
             {
-                "Incarnation": msg.incarnation,
-                "Node": msg.node,
                 "Addr": msg.addr,
-                "Port": msg.port,
+                "Incarnation": msg.incarnation,
                 "Meta": msg.meta,
+                "Node": msg.node,
+                "Port": msg.port,
                 "Vsn": msg.vsn,
             }
         )
@@ -117,13 +119,15 @@ def _check_vsn(vsn: bytes) -> None:
 
 def encode_node_state(ns: PushNodeState) -> bytes:
     _check_vsn(ns.vsn)
-    return pack_struct(
+    # Go's sorted field order written out (``pack_struct`` would sort the same keys per call):
+    # a push/pull encodes one of these per member.
+    return pack(
         {
-            "Name": ns.name,
             "Addr": ns.addr,
-            "Port": ns.port,
-            "Meta": ns.meta,
             "Incarnation": ns.incarnation,
+            "Meta": ns.meta,
+            "Name": ns.name,
+            "Port": ns.port,
             "State": ns.state,
             "Vsn": ns.vsn,
         }
@@ -289,9 +293,63 @@ def unpack_one(buf: bytes, what: str, max_container: int = MAX_MAP_LEN) -> Any:
         raise DecodeError(f"{what}: bad msgpack ({type(exc).__name__})") from exc
 
 
+# Lower-case message type names (error texts) and the types by wire byte, looked up per
+# message instead of going through the enum machinery.
+_NAMES: dict[int, str] = {int(t): t.name.lower() for t in MessageType}
+_MESSAGE_TYPES: dict[int, MessageType] = {int(t): t for t in MessageType}
+
+
+def _fast_alive(obj: object) -> Alive | None:
+    """An alive body in the shape memberlist writes, or ``None`` (then ``decode_body`` decides).
+
+    Alive, suspect and dead are the gossip of a join storm - every node hears about every
+    other many times - so their usual shape is recognised with plain lookups and type tests;
+    the record is the one ``decode_body`` would build.
+    """
+    if type(obj) is not dict:
+        return None
+    node, addr, port = obj.get(b"Node"), obj.get(b"Addr"), obj.get(b"Port")
+    inc, meta, vsn = obj.get(b"Incarnation"), obj.get(b"Meta"), obj.get(b"Vsn")
+    if (
+        type(node) is bytes
+        and type(addr) is bytes
+        and type(port) is int
+        and 0 <= port <= MAX_U16
+        and type(inc) is int
+        and 0 <= inc <= MAX_U32
+        and (meta is None or type(meta) is bytes)
+        and type(vsn) is bytes
+        and len(vsn) == VSN_LEN
+    ):
+        return Alive(inc, node.decode("utf-8", "surrogateescape"), addr, port, meta, vsn)
+    return None
+
+
+def _fast_accusation(obj: object, cls: type[Suspect] | type[Dead]) -> Suspect | Dead | None:
+    """A suspect or dead body in its usual shape, or ``None`` (see ``_fast_alive``)."""
+    if type(obj) is not dict:
+        return None
+    inc, node, from_ = obj.get(b"Incarnation"), obj.get(b"Node"), obj.get(b"From")
+    if type(inc) is int and 0 <= inc <= MAX_U32 and type(node) is bytes and type(from_) is bytes:
+        return cls(
+            inc, node.decode("utf-8", "surrogateescape"), from_.decode("utf-8", "surrogateescape")
+        )
+    return None
+
+
 def decode_body(mtype: MessageType, obj: object) -> Message:
     """Build a record from an unpacked map body."""
-    name = mtype.name.lower()
+    if mtype == MessageType.ALIVE:
+        fast: Message | None = _fast_alive(obj)
+    elif mtype == MessageType.SUSPECT:
+        fast = _fast_accusation(obj, Suspect)
+    elif mtype == MessageType.DEAD:
+        fast = _fast_accusation(obj, Dead)
+    else:
+        fast = None
+    if fast is not None:
+        return fast
+    name = _NAMES[mtype]
     f = Fields(obj, name)
     if mtype is MessageType.PING:
         return Ping(
@@ -335,6 +393,41 @@ def decode_body(mtype: MessageType, obj: object) -> Message:
 
 
 def decode_node_state(obj: object) -> PushNodeState:
+    """One ``pushNodeState`` from its unpacked map; ``DecodeError`` as ``Fields`` words it.
+
+    A push/pull carries one per member, so the shape every memberlist writes (all fields
+    present with their Go types, a 6-byte ``Vsn``) is recognised with plain dict lookups and
+    type tests; anything else - missing, nil or odd fields, or an error to report - takes the
+    general ``Fields`` path, which gives the same record or the same error.
+    """
+    if type(obj) is dict:
+        name, addr, port = obj.get(b"Name"), obj.get(b"Addr"), obj.get(b"Port")
+        meta, inc, state, vsn = (
+            obj.get(b"Meta"),
+            obj.get(b"Incarnation"),
+            obj.get(b"State"),
+            obj.get(b"Vsn"),
+        )
+        if (
+            type(name) is bytes
+            and type(addr) is bytes
+            and type(port) is int
+            and 0 <= port <= MAX_U16
+            and (meta is None or type(meta) is bytes)
+            and type(inc) is int
+            and 0 <= inc <= MAX_U32
+            and type(state) is int
+            and 0 <= state <= 3
+            and type(vsn) is bytes
+            and len(vsn) == VSN_LEN
+        ):
+            return PushNodeState(
+                name.decode("utf-8", "surrogateescape"), addr, port, meta, inc, state, vsn
+            )
+    return _decode_node_state_fields(obj)
+
+
+def _decode_node_state_fields(obj: object) -> PushNodeState:
     f = Fields(obj, "push_node_state")
     state = f.int_("State")
     if not 0 <= state <= 3:
@@ -361,10 +454,10 @@ def decode_message(buf: bytes) -> Message:
     t = buf[0]
     if t == MessageType.USER:
         return UserMsg(bytes(buf[1:]))
-    try:
-        mtype = MessageType(t)
-    except ValueError:
-        raise DecodeError(f"message type {t} not supported") from None
+    mtype = _MESSAGE_TYPES.get(t)
+    if mtype is None:
+        raise DecodeError(f"message type {t} not supported")
+    name = _NAMES[t]
     if mtype not in _PACKET_TYPES:
-        raise DecodeError(f"message type {mtype.name.lower()} not valid here")
-    return decode_body(mtype, unpack_one(bytes(buf[1:]), mtype.name.lower()))
+        raise DecodeError(f"message type {name} not valid here")
+    return decode_body(mtype, unpack_one(bytes(buf[1:]), name))

@@ -21,6 +21,7 @@ sends back in an ``err`` reply (see ``encode_stream_error``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -49,6 +50,7 @@ from .messages import (
 from .packet import compress_message, inflate
 
 MAX_STREAM_BYTES = 20 * 1024 * 1024  # memberlist maxPushStateBytes
+_UNPACKER_START = 64 * 1024  # below glibc's mmap threshold (128 KiB)
 MAX_PUSH_NODES = 100_000  # far above any real cluster; bounds the work a header can ask for
 # No stream object at this layer needs more than a handful of map entries or any array.
 _MAX_CONTAINER = 64
@@ -57,20 +59,25 @@ _MAX_CONTAINER = 64
 ENCRYPTED_BUT_NOT_CONFIGURED = "Remote state is encrypted and encryption is not configured"
 
 
+def encode_push_pull(
+    join: bool, nodes: Sequence[bytes], user_state: bytes, *, compress: bool
+) -> bytes:
+    """A push/pull stream message from node states that are already encoded
+    (``encode_node_state``), so a sender can keep each member's bytes between exchanges;
+    byte for byte what ``encode_stream_message`` writes for the same ``PushPull``."""
+    # pushPullHeader fields in Go's sorted order: Join, Nodes, UserStateLen.
+    header = pack({"Join": join, "Nodes": len(nodes), "UserStateLen": len(user_state)})
+    raw = b"".join((bytes([MessageType.PUSH_PULL]), header, *nodes, user_state))
+    # memberlist compresses every stream message when compression is on, even if it grows.
+    return compress_message(raw) if compress else raw
+
+
 def encode_stream_message(msg: Message, *, compress: bool) -> bytes:
     """The bytes a sender writes for ``msg`` on a fresh stream (plaintext)."""
     if isinstance(msg, PushPull):
-        # pushPullHeader fields in Go's sorted order: Join, Nodes, UserStateLen.
-        header = pack(
-            {"Join": msg.join, "Nodes": len(msg.nodes), "UserStateLen": len(msg.user_state)}
-        )
-        raw = (
-            bytes([MessageType.PUSH_PULL])
-            + header
-            + b"".join(encode_node_state(n) for n in msg.nodes)
-            + msg.user_state
-        )
-    elif isinstance(msg, UserMsg):
+        nodes = [encode_node_state(n) for n in msg.nodes]
+        return encode_push_pull(msg.join, nodes, msg.user_state, compress=compress)
+    if isinstance(msg, UserMsg):
         raw = bytes([MessageType.USER]) + pack({"UserMsgLen": len(msg.payload)}) + msg.payload
     elif isinstance(msg, Ping | Ack | Err):
         t = {Ping: MessageType.PING, Ack: MessageType.ACK, Err: MessageType.ERR}[type(msg)]
@@ -97,10 +104,15 @@ def first_stage_error(exc: DecodeError, first_byte: int | None, *, compress: boo
 
 
 def _new_unpacker(max_bytes: int) -> Any:
+    # msgpack allocates min(max_buffer_size, 1 MiB) up front unless ``read_size`` says less: a
+    # 1 MiB malloc per stream is an mmap/munmap pair per connection (visible in a join storm's
+    # profile).  The buffer still grows on demand up to ``max_buffer_size``.
+    limit = max_bytes + 64
     return msgpack.Unpacker(
         raw=True,
         strict_map_key=False,
-        max_buffer_size=max_bytes + 64,
+        max_buffer_size=limit,
+        read_size=min(limit, _UNPACKER_START),
         max_map_len=_MAX_CONTAINER,
         max_array_len=_MAX_CONTAINER,
         max_ext_len=_MAX_CONTAINER,
@@ -307,6 +319,7 @@ __all__ = [
     "MAX_STREAM_BYTES",
     "StreamParser",
     "decode_stream_message",
+    "encode_push_pull",
     "encode_stream_error",
     "encode_stream_message",
     "first_stage_error",

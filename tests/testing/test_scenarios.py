@@ -108,12 +108,14 @@ def test_50_nodes_10pct_loss_no_false_dead(seed: int) -> None:
     such declaration (seeds 1, 7, 8, 11, 12, 15, 18; seed 50 had one too).  The core closes the
     gap (``swim.node`` rules 1 and 2): a suspicion not fully confirmed reminds B directly
     before declaring, and B answers a stale accusation with its current alive.  With them:
-    0 in seeds 1-20; the last chance was taken 6 times (seeds 3, 9, 11, 12, 13), every time
-    answered in time, and ~3.7 stale accusations (mostly gossip still in flight) were answered
-    per suspicion.  Asserted on seeds 3, 11 and 12, where the gap's precondition occurs (a
-    suspicion timer runs out before full confirmation; 11 and 12 had a stale declaration
-    before): not a single ``declared_dead`` about a live node, stale or not, and a converged
-    cluster at the end.
+    0 in seeds 1-20; with memberlist's independent random gossip targets the last chance was
+    taken 6 times (seeds 3, 9, 11, 12, 13), every time answered in time.  Since gossip targets
+    follow ``swim.targets`` (a ring backstop: every node hears each broadcast from its ring
+    predecessors) the refutation reaches the accuser by gossip and the precondition no longer
+    occurs at all (0 last chances in seeds 1-20); rule 2 is exercised directly in
+    ``tests/swim/test_swim_false_dead.py``.  Asserted on seeds 3, 11 and 12 (11 and 12 had a
+    stale declaration before): suspicions happen, not a single ``declared_dead`` about a live
+    node, stale or not, and a converged cluster at the end.
     """
     sim = joined_cluster(50, seed=seed, link=LinkProfile(loss=0.10))
     sim.run_for(600.0)
@@ -125,7 +127,6 @@ def test_50_nodes_10pct_loss_no_false_dead(seed: int) -> None:
         f"false dead {false}"
     )
     assert sim.notices["suspected"] > 0  # the loss does bite
-    assert sim.notices["last_chance"] > 0  # and the gap's precondition does occur
     assert false == []
     assert sim.run_until_condition(Simulator.all_alive_converged, sim.now + 120.0) is not None
 
