@@ -48,13 +48,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
 from serf_trio.api import JoinError, Node, NotRunningError
+from serf_trio.record import record
 from serf_trio.rpc.api import (
     AgentError,
     EventRecord,
@@ -93,7 +93,7 @@ SHUTDOWN_GRACE = 0.1  # lets an in-flight RPC reply (``leave``) reach its client
 _PROGRESS = ("probes_sent", "packets_in", "packets_out")  # the watchdog's counters
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Parts:
     """What exists once ``run`` has read the files: the node and the parts built on it."""
 

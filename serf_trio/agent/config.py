@@ -40,10 +40,11 @@ import dataclasses
 import json
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from serf_trio.record import record
 from serf_trio.runtime.resolve import HostPort
 from serf_trio.serf.config import AGENT_DEFAULTS, SerfConfig
 from serf_trio.serf.filters import HandlerSpec
@@ -101,7 +102,7 @@ KEY_AND_KEYRING = "Encryption key not allowed while using a keyring"  # Serf's t
 SERF_PROTOCOL = 5  # the Serf protocol version serf-trio speaks
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConfigNotice:
     """A key that was accepted but is not honoured (or is deprecated): the agent logs one
     warning per notice at start-up, ``event`` with ``key`` and ``hint``."""
@@ -186,7 +187,7 @@ CONFIG_KEYS: frozenset[str] = frozenset(_PARSERS) | frozenset(ALIASES)
 """Every key a config file may hold (serf-trio's and Serf's, the ignored ones included)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AgentConfig:
     """The agent's effective configuration (defaults are Serf's).  ``bind``, ``advertise``
     and ``rpc_addr`` hold the host as written (an IP or a name, resolved at start-up)."""
@@ -373,7 +374,7 @@ def _flag_values(ns: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LoadedConfig:
     """The effective config plus where it came from (SIGHUP reloads the same sources), the
     keys it names (``None``: no encryption), primary first, and the notices to log."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from functools import partial
 
 import structlog
@@ -26,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from serf_trio.record import record
 from serf_trio.runtime.stats import Scalar, Section
 
 PREFIX = "serf_trio_"
@@ -104,7 +104,7 @@ def total(*parts: Reader, prefix_of: tuple[str, str] | None = None) -> Reader:
     return read
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Family:
     name: str  # without the prefix (and without _total for counters)
     kind: str  # "counter" | "gauge"

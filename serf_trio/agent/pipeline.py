@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
 from serf_trio.api import EventQueue, Node, NotRunningError, SerfError
 from serf_trio.api.events import Event, MemberEvent, is_event
+from serf_trio.record import record
 from serf_trio.rpc.api import EventRecord
 from serf_trio.runtime.delivery import DeliveryStats
 from serf_trio.runtime.handlers import (
@@ -61,7 +61,7 @@ _HANDLER_COUNTERS = ("queued", "runs", "failures", "timeouts", "dropped", "trunc
 MemberClock = Callable[[], "int | None"]  # the Serf core's member clock (None: not running)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PipelineStatistics:
     received: int  # Serf events taken from the node
     delivered: int  # (coalesced) events handed to the handlers and the streams

@@ -31,19 +31,19 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import trio
 
+from serf_trio.record import record
 from serf_trio.serf.snapshot import SnapshotLog, SnapshotState, replay
 
 CHANNEL_SIZE = 1024  # queued texts before new ones are dropped (and a compaction is due)
 SHUTDOWN_FLUSH_LIMIT = 5.0  # seconds the final flush + fsync may take at shutdown
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SnapshotStatistics:
     """The writer's counters (the agent's ``stats`` section ``snapshot``)."""
 
@@ -53,7 +53,7 @@ class SnapshotStatistics:
     size: int  # bytes in the file as last written
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Sync:
     """Marker: fsync the file once everything queued before it is written."""
 

@@ -45,6 +45,7 @@ from typing import Any
 import structlog
 import trio
 
+from serf_trio.record import record
 from serf_trio.runtime.resolve import HostPort, resolve_one
 from serf_trio.runtime.stats import Section, StatsRegistry
 
@@ -388,7 +389,7 @@ class StatsiteSink(Sink):
 # The exporter
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TelemetryStats:
     flushes: int
     flush_errors: int

@@ -15,8 +15,7 @@ Replies to a query this node started are ``Ack(node)`` and ``Response(node, payl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from serf_trio.record import record
 from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
 from serf_trio.serf.internal import KeyReport
 from serf_trio.serf.members import SerfMember
@@ -40,14 +39,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ack:
     """A node received our query (sent only when the query asked for acks)."""
 
     node: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Response:
     """A node answered our query."""
 

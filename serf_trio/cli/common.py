@@ -26,11 +26,13 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
 import typer
+
+from serf_trio.record import record
 
 if TYPE_CHECKING:
     from serf_trio.rpc.api import KeyResponse, QueryParams, QueryRecord, RpcMember
@@ -95,7 +97,7 @@ TagFilterOpt = Annotated[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ClientOptions:
     """Where the agent is: exactly one of ``rpc_addr`` / ``socket_path`` is set.
 

@@ -17,8 +17,10 @@ dataclass to create (0.2 ms against 0.9 ms each).  ``QueryParams`` stays a datac
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from serf_trio.record import record
 
 if TYPE_CHECKING:
     # The record is Serf's own (``serf_trio.serf.coordinate``); imported only for typing here
@@ -54,7 +56,7 @@ class RpcMember(NamedTuple):
     delegate_cur: int = 5
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueryParams:
     name: str
     payload: bytes

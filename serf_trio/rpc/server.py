@@ -35,11 +35,12 @@ import socket as _stdsocket
 import stat
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 import trio
+
+from serf_trio.record import record
 
 from . import protocol as p
 from .api import (
@@ -70,7 +71,7 @@ def _os_reason(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RpcBound:
     """What ``serve`` reports to ``task_status.started``: the addresses really bound."""
 
@@ -78,7 +79,7 @@ class RpcBound:
     tcp_addr: tuple[str, int] | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RpcServerStatistics:
     connections_open: int
     connections_total: int

@@ -9,11 +9,11 @@ by it.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
+from serf_trio.record import record
 from serf_trio.serf.effects import SerfMemberEvent, SerfQueryEvent, SerfUserEvent
 from serf_trio.swim.api import (
     Address,
@@ -91,7 +91,7 @@ class Reply(Generic[T]):
 # Inputs of the core driver
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StreamRequest:
     """An inbound stream's request message, and where the driver puts the reply."""
 
@@ -99,7 +99,7 @@ class StreamRequest:
     reply: Reply[bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StreamOutcome:
     """Result of one ``OpenStream`` effect (reply bytes, or ``None`` + error)."""
 
@@ -108,7 +108,7 @@ class StreamOutcome:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Flush:
     """A marker in the outgoing channel: answer ``waiters`` once the sender reaches it."""
 
@@ -116,7 +116,7 @@ class Flush:
     done: LeaveDone
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Outcome:
     """The answer of a ``Call``: ``error`` is the core's text when it refused."""
 
@@ -124,7 +124,7 @@ class Outcome:
     value: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Call:
     """Run ``call(core, now)`` in the driver and execute its effects.
 
@@ -139,7 +139,7 @@ class Call:
     on_value: Callable[[int], None] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaveCommand:
     timeout: float
     reply: Reply[LeaveDone]
@@ -148,7 +148,7 @@ class LeaveCommand:
 CoreInput = Datagram | StreamRequest | StreamOutcome | Call | LeaveCommand
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BusSizes:
     """Buffer sizes of the bus channels (see the module docstring for their policies)."""
 
@@ -162,7 +162,7 @@ class BusSizes:
 DEFAULT_SIZES = BusSizes()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DriverStats:
     """A snapshot of the runtime's counters (the core's own are in ``core``)."""
 

@@ -50,6 +50,7 @@ from typing import Any, Protocol
 import structlog
 import trio
 
+from serf_trio.record import record
 from serf_trio.serf.filters import QueryEventLike, event_type_and_name
 from serf_trio.serf.handler_env import OUTPUT_LIMIT, OutputBuffer, handler_env, handler_stdin
 
@@ -80,7 +81,7 @@ class ResponseRejected(Exception):
     """Raised by the ``respond`` callback when the core refuses a response (text = reason)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SupervisorConfig:
     """Limits of the handler supervisor.
 
@@ -102,7 +103,7 @@ class SupervisorConfig:
     max_response: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HandlerStatistics:
     """Counters of one handler (``serf-trio info``, tests)."""
 
@@ -131,7 +132,7 @@ class _Handler:
     responses: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunResult:
     """What one handler run did (returned for tests and logs)."""
 

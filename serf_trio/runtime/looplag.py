@@ -19,13 +19,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from serf_trio.record import record
 
 WINDOW = 60.0
 LATE = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LoopLagStats:
     lag_seconds: float
     max_lag_seconds: float  # over the last ``window`` seconds

@@ -31,11 +31,11 @@ import re
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
+from serf_trio.record import record
 from serf_trio.swim.api import Address
 
 Lookup = Callable[[str], Awaitable[Sequence[str]]]
@@ -55,7 +55,7 @@ class ResolveError(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostPort:
     """An address as written: ``host`` is a literal IP or a DNS name (not yet resolved)."""
 

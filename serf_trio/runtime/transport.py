@@ -28,12 +28,12 @@ import ipaddress
 import os
 import socket as stdlib_socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 import trio
 
+from serf_trio.record import record
 from serf_trio.swim.api import Address
 from serf_trio.wire.codec import DecodeError
 from serf_trio.wire.crypto import CryptoError
@@ -88,7 +88,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Datagram:
     """One received UDP packet (plaintext, after ``WireCrypto.open_packet``)."""
 
@@ -100,7 +100,7 @@ class Datagram:
 StreamHandler = Callable[[bytes], Awaitable[bytes | None]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransportStats:
     packets_in: int
     packets_out: int

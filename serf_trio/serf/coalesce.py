@@ -22,16 +22,16 @@ member coalescer second); ``EventCoalescer`` is that chain.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from serf_trio.record import record
 from serf_trio.serf.filters import MemberEventLike, MemberLike, UserEventLike
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CoalesceConfig:
     """Coalescing windows in seconds (Serf's agent defaults; the Serf library default is off).
 

@@ -7,12 +7,12 @@ says what it changes and what the trade-off is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from serf_trio.record import record
 
 MAX_USER_EVENT_SIZE_LIMIT = 9216  # serf: UserEventSizeLimit may be raised up to this
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfConfig:
     # Seconds to wait for a leave/force-leave/tag broadcast to be fully transmitted.
     broadcast_timeout: float = 5.0

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from serf_trio.record import record
 
 from ..swim.api import Address
 from .config import SerfConfig
@@ -20,7 +22,7 @@ from .effects import Outbox
 from .members import MemberState
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeContext:
     config: SerfConfig
     name: str  # the local node

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from serf_trio.record import record
+
 if TYPE_CHECKING:
     import random
 
@@ -31,7 +33,7 @@ ZERO_THRESHOLD = 1.0e-6
 MAX_RTT = 10.0  # seconds; serf refuses samples outside [0, 10 s]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VivaldiConfig:
     dimensionality: int = 8
     vivaldi_error_max: float = 1.5
@@ -43,7 +45,7 @@ class VivaldiConfig:
     gravity_rho: float = 150.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Coordinate:
     """A Vivaldi network coordinate (8 dimensions in Serf); also the RPC ``Coord`` record."""
 

@@ -8,7 +8,7 @@ records; name-conflict facts are ``swim.api.Notice`` records, direct query acks/
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from serf_trio.record import record
 
 from ..swim.api import Effect, Violation
 from .members import SerfMember
@@ -22,7 +22,7 @@ MEMBER_EVENT_KINDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfMemberEvent:
     """One Serf member event; ``kind`` is one of ``MEMBER_EVENT_KINDS``."""
 
@@ -35,7 +35,7 @@ class SerfMemberEvent:
         return self.members[0]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfUserEvent:
     """A user event to deliver to handlers / RPC streams (exactly once per node)."""
 
@@ -45,7 +45,7 @@ class SerfUserEvent:
     coalesce: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfQueryEvent:
     """A query for local handlers / RPC streams; answer with ``SerfNode.respond(token, ...)``
     before ``deadline`` (core time).  Internal ``_serf_*`` queries never surface."""
@@ -58,7 +58,7 @@ class SerfQueryEvent:
     source_node: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueryUpdate:
     """Progress of a query we started: ``ack``, ``response`` or the final ``done``."""
 
@@ -68,7 +68,7 @@ class QueryUpdate:
     payload: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeyringChanged:
     """A key query changed this node's keyring (``op``: install | use | remove); ``keys`` is
     the new keyring, primary first.  When ``token`` is set the core waits to answer the query

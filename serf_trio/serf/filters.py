@@ -22,8 +22,9 @@ place that tells a member event, a user event and a query apart.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
+
+from serf_trio.record import record
 
 MEMBER_EVENT_TYPES = (
     "member-join",
@@ -135,7 +136,7 @@ def event_type_and_name(event: object) -> tuple[str, str] | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FilterTerm:
     """One word of a filter: ``event`` is an event type or ``*``; ``name`` "" matches any."""
 
@@ -153,7 +154,7 @@ class FilterTerm:
         return f"{self.event}:{self.name}" if self.name else self.event
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventFilter:
     """A parsed filter list; matches an event if any term does."""
 
@@ -196,7 +197,7 @@ def parse_filter(text: str) -> EventFilter:
     return EventFilter(tuple(terms))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HandlerSpec:
     """One ``-event-handler`` value: run ``command`` with ``/bin/sh -c`` for matching events."""
 

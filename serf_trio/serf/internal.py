@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from serf_trio.record import record
+
 from ..swim.api import PacketOverhead
 from ..wire.codec import DecodeError
 from ..wire.keyring import Keyring, KeyringError, encode_key
@@ -91,7 +93,7 @@ class NodeEnvelope(KeyHolder, PacketOverhead, Protocol):
     """What a Serf node holds of its envelope: the keyring and the packet overhead."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeyAnswer:
     """What a key query did here: the response to send and whether the keyring changed."""
 
@@ -214,7 +216,7 @@ class KeyReport:
         return ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ConflictOutcome:
     matching: int
     responses: int

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from serf_trio.record import record
+
 from ..swim.api import Address
 
 STATUS_CODES = {"none": 0, "alive": 1, "leaving": 2, "left": 3, "failed": 4}
@@ -21,7 +23,7 @@ STATUS_CODES = {"none": 0, "alive": 1, "leaving": 2, "left": 3, "failed": 4}
 _DEFAULT_VSN = bytes([1, 5, 2, 2, 5, 5])
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfMember:
     """A read-only view of one Serf member."""
 

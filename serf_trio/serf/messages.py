@@ -17,11 +17,12 @@ Empty byte payloads encode as msgpack nil (Go sends a nil slice for "no payload"
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
 import msgpack
+
+from serf_trio.record import record
 
 from ..swim.api import Address
 from ..wire.codec import (
@@ -66,7 +67,7 @@ class FilterType(IntEnum):
 # Records
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Leave:
     """type 0: leave intent (``prune``: erase the member at once, force-leave -prune)."""
 
@@ -75,7 +76,7 @@ class Leave:
     prune: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Join:
     """type 1: join intent."""
 
@@ -83,13 +84,13 @@ class Join:
     node: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventEntry:
     name: str
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventSlot:
     """One non-empty slot of the push/pull event ring: all events seen at ``ltime``."""
 
@@ -97,7 +98,7 @@ class EventSlot:
     events: tuple[EventEntry, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PushPullState:
     """type 2: Serf's push/pull user state.  ``events`` keeps ring positions (``None`` = empty)."""
 
@@ -109,7 +110,7 @@ class PushPullState:
     query_ltime: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UserEvent:
     """type 3: a user event (``cc``: may be coalesced)."""
 
@@ -119,7 +120,7 @@ class UserEvent:
     cc: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Query:
     """type 4.  ``timeout_ns`` is Go's time.Duration; ``addr`` the packed originator IP."""
 
@@ -144,7 +145,7 @@ class Query:
         return bool(self.flags & QUERY_FLAG_NO_BROADCAST)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueryResponse:
     """type 5: an ack (``flags`` bit 0) or a response, sent by direct UDP."""
 
@@ -159,7 +160,7 @@ class QueryResponse:
         return bool(self.flags & QUERY_FLAG_ACK)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Relay:
     """type 9: forward ``inner`` (a complete Serf message) as a bare user packet to ``dest``."""
 
@@ -168,7 +169,7 @@ class Relay:
     inner: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MemberRecord:
     """serf ``Member`` as msgpack (conflict responses); ``status`` is the numeric code."""
 
@@ -185,14 +186,14 @@ class MemberRecord:
     delegate_cur: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeyRequest:
     """type 7 (inside key query payloads)."""
 
     key: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KeyResponse:
     """type 8 (inside key query responses): serf ``nodeKeyResponse``."""
 
@@ -202,12 +203,12 @@ class KeyResponse:
     primary_key: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NodeFilter:
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TagFilter:
     tag: str
     expr: str

@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
+
+from serf_trio.record import record
 
 from ..swim.api import (
     Address,
@@ -92,7 +94,7 @@ class RestoredState(Protocol):
     def query_clock(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfStats:
     """Serf-level counters (memberlist's are ``SerfNode.statistics()``)."""
 

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from serf_trio.record import record
+
 from ..swim.api import Address
 from ..wire.codec import DecodeError
 from .messages import NodeFilter, TagFilter, decode_filter
@@ -43,7 +45,7 @@ class QueryParamsLike(Protocol):
     def timeout(self) -> float: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueryParam:
     """A plain ``QueryParamsLike`` for callers below the RPC layer."""
 

@@ -29,8 +29,9 @@ below decides *what* to write, purely.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from serf_trio.record import record
 from serf_trio.serf.filters import MemberEventLike, QueryEventLike, UserEventLike
 from serf_trio.serf.handler_env import member_ip
 
@@ -42,7 +43,7 @@ SNAPSHOT_MIN_COMPACT_SIZE = 128 * 1024
 MAX_WARNINGS = 20  # further bad lines are only counted, so a garbage file cannot flood the log
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SnapshotState:
     """The replay result the Serf core starts from.
 
@@ -66,33 +67,33 @@ class SnapshotState:
 # --- records -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Alive:
     name: str
     addr: str  # "ip:port", "[v6]:port"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NotAlive:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Clock:
     value: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EventClock:
     value: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueryClock:
     value: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Leave:
     pass
 
@@ -194,8 +195,8 @@ def replay_records(records: Iterable[Record]) -> SnapshotState:
     clock = event_clock = query_clock = 0
     alive: dict[str, str] = {}
     left = False
-    for record in records:
-        match record:
+    for entry in records:
+        match entry:
             case Alive(name, addr):
                 alive[name] = addr
                 left = False

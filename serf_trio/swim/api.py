@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from serf_trio.record import record
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Address:
@@ -113,7 +115,7 @@ _SERF_STATUS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MemberInfo:
     """A read-only view of one member, as events and ``members()`` report it."""
 
@@ -130,7 +132,7 @@ class MemberInfo:
 # Effects
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SendPacket:
     """Send one UDP datagram (plaintext; the driver encrypts if configured)."""
 
@@ -138,7 +140,7 @@ class SendPacket:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class OpenStream:
     """Open a TCP stream, write ``data``, optionally read one reply message."""
 
@@ -155,13 +157,13 @@ class MemberEventKind(Enum):
     UPDATE = "update"  # NotifyUpdate: metadata (tags) or address changed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MemberEvent:
     kind: MemberEventKind
     member: MemberInfo
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class JoinDone:
     """Result of ``join()``: how many seed addresses were synced, and the errors of the rest."""
 
@@ -170,14 +172,14 @@ class JoinDone:
     errors: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LeaveDone:
     """Our leave was broadcast (or the broadcast timed out: ``timed_out``)."""
 
     timed_out: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Violation:
     """A peer sent something we dropped: for the driver to count and log, never fatal."""
 
@@ -185,7 +187,7 @@ class Violation:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Notice:
     """A noteworthy protocol fact the driver should log (name conflict, refutation, ...)."""
 

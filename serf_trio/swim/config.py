@@ -7,13 +7,15 @@ config.go).  The formulas that turn them into timeouts live in ``formulas.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
+
+from serf_trio.record import record
 
 Profile = Literal["lan", "wan", "local"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SwimConfig:
     # Seconds between failure probes of one node.  Lower = faster detection, more traffic
     # (one ping per interval per node, cluster-wide N pings per interval).

@@ -53,6 +53,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from serf_trio.record import record
+
 from ..wire.codec import DecodeError, FramingError, encode_message
 from ..wire.messages import (
     DEFAULT_VSN,
@@ -144,7 +146,7 @@ def _source(src: Address | None) -> str:
     return f"udp {src}" if src is not None else "stream"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SwimStats:
     """A snapshot of the core's counters (for ``info``, metrics and test assertions)."""
 

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from serf_trio.record import record
 
 from ..swim.api import Address
 
@@ -45,7 +46,7 @@ SYN_RTO = 1.0  # Linux initial retransmission timeout for SYN / SYN-ACK
 DATA_RTO = 0.2  # Linux minimum RTO for data segments
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LinkProfile:
     """Behaviour of one direction of a link (applied to both directions of a pair)."""
 
@@ -65,7 +66,7 @@ class LinkProfile:
 LAN_LINK = LinkProfile()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Starvation:
     """Inbound handling delay range of a starved node, seconds."""
 
@@ -73,7 +74,7 @@ class Starvation:
     max_delay: float = 2.5
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StreamConnect:
     """Outcome of opening a stream.
 

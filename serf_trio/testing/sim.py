@@ -67,6 +67,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, cast, runtime_checkable
 
+from serf_trio.record import record
+
 from ..serf.config import SerfConfig
 from ..serf.effects import (
     KeyringChanged,
@@ -306,7 +308,7 @@ class SimNode:
         return f"SimNode({self.name}, {self.addr}, {self.status.value})"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeadDeclaration:
     """A ``declared_dead`` notice: ``by`` declared ``node`` dead; ``false`` if it was up.
 
@@ -321,7 +323,7 @@ class DeadDeclaration:
     stale: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SerfMemberRecord:
     """One member of a ``SerfMemberEvent`` emitted by ``node`` at ``time``."""
 
@@ -333,7 +335,7 @@ class SerfMemberRecord:
     tags: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UserEventRecord:
     """A user event ``node`` delivered (``SerfUserEvent``) at ``time``."""
 
@@ -345,7 +347,7 @@ class UserEventRecord:
     coalesce: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class QueryDelivery:
     """A query delivered to ``node``'s handlers (``SerfQueryEvent``) at ``time``."""
 
@@ -391,7 +393,7 @@ class SimQuery:
         return report
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SimStats:
     events: int
     packets_sent: int

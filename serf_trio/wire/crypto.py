@@ -50,8 +50,9 @@ import enum
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
+
+from serf_trio.record import record
 
 from .codec import FramingError
 from .keyring import Keyring, KeyringError
@@ -97,7 +98,7 @@ class CryptoError(FramingError):
         self.cause: Cause = cause
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Opened:
     """What ``open_packet`` / a stream reader found: the plaintext, the cipher that opened it
     (``None``: it arrived as plaintext) and the index of the key that did (-1: none)."""

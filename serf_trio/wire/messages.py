@@ -15,8 +15,9 @@ Field conventions (memberlist net.go structs as go-msgpack 0.5.5 writes them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+
+from serf_trio.record import record
 
 
 class MessageType(IntEnum):
@@ -53,7 +54,7 @@ VSN_LEN = 6
 META_MAX_SIZE = 512  # memberlist MetaMaxSize
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ping:
     """type 0: ``ping``.  ``node`` is the intended target ("" means whoever answers)."""
 
@@ -64,7 +65,7 @@ class Ping:
     source_node: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class IndirectPing:
     """type 1: ``indirectPingReq`` - ask a relay to ping ``target`` on our behalf."""
 
@@ -78,7 +79,7 @@ class IndirectPing:
     source_node: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Ack:
     """type 2: ``ackResp``.  ``payload`` is the ping delegate's (Serf: Vivaldi coordinate)."""
 
@@ -86,14 +87,14 @@ class Ack:
     payload: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Nack:
     """type 11: ``nackResp`` - a relay could not reach the target."""
 
     seq_no: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Suspect:
     """type 3: ``suspect``."""
 
@@ -102,7 +103,7 @@ class Suspect:
     from_: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Alive:
     """type 4: ``alive`` - join announcement, refutation or metadata update."""
 
@@ -114,7 +115,7 @@ class Alive:
     vsn: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Dead:
     """type 5: ``dead``.  ``from_ == node`` means a graceful leave (state left)."""
 
@@ -123,7 +124,7 @@ class Dead:
     from_: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UserMsg:
     """type 8: an opaque delegate (Serf) message.
 
@@ -134,14 +135,14 @@ class UserMsg:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Err:
     """type 13: ``errResp`` - only on streams."""
 
     error: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PushNodeState:
     """One ``pushNodeState`` entry of a push/pull exchange."""
 
@@ -154,7 +155,7 @@ class PushNodeState:
     vsn: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PushPull:
     """type 6: push/pull header + node states + opaque user state (net.go sendLocalState)."""
 
