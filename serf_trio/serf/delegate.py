@@ -115,6 +115,11 @@ class SerfDelegate:
         self._counters.messages_sent += len(msgs)
         return msgs
 
+    def has_broadcasts(self) -> bool:
+        return any(
+            len(q) > 0 for q in (self._membership.queue, self._queries.queue, self._events.queue)
+        )
+
     def local_state(self, join: bool) -> bytes:
         return self._state.local_state(join)
 

@@ -354,6 +354,9 @@ class SerfNode:
     def gossip(self, now: float) -> list[SerfEffect]:
         return self._run(now, lambda: self._ml.gossip(now))
 
+    def has_broadcasts(self) -> bool:
+        return self._ml.has_broadcasts()
+
     def push_pull(self, now: float) -> list[SerfEffect]:
         return self._run(now, lambda: self._ml.push_pull(now))
 

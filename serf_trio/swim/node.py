@@ -461,6 +461,10 @@ class Memberlist:
                 msgs.append(encode_message(UserMsg(payload)))
         return msgs[:max_parts]
 
+    def has_broadcasts(self) -> bool:
+        """Whether a gossip round has anything to send (our queue or the delegate's)."""
+        return len(self._queue) > 0 or self._delegate.has_broadcasts()
+
     def _queue_broadcast(self, node: str, msg: Message, *, notify: bool = False) -> int:
         return self._queue.queue(node, encode_message(msg), notify=notify)
 
