@@ -223,7 +223,7 @@ class AgentConfig:
     broadcast_timeout: float = 5.0  # how long a graceful leave may take
     disable_name_resolution: bool = False
     disable_coordinates: bool = False
-    enable_compression: bool = True
+    enable_compression: bool | None = None  # None: the profile's (wan compresses, lan/local not)
     enable_syslog: bool = False
     syslog_facility: str = "LOCAL0"
     profile: str = "lan"
@@ -240,9 +240,10 @@ class AgentConfig:
     metrics_addr: HostPort | None = None  # Prometheus /metrics over HTTP; None: off
 
     def swim_config(self) -> SwimConfig:
-        return dataclasses.replace(
-            PROFILES[self.profile], enable_compression=self.enable_compression
-        )
+        base = PROFILES[self.profile]
+        if self.enable_compression is None:
+            return base
+        return dataclasses.replace(base, enable_compression=self.enable_compression)
 
     def serf_config(self) -> SerfConfig:
         """The Serf layer's knobs: Serf's agent defaults plus this config's overrides."""

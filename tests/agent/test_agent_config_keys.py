@@ -107,7 +107,13 @@ def test_cluster_switches_reach_the_core(tmp_path: Path) -> None:
     assert swim.enable_compression is False
     assert swim.probe_interval == PROFILES["wan"].probe_interval  # the profile is kept
     defaults = load([], hostname="h").config
-    assert defaults.swim_config().enable_compression is True
+    # Unset, compression is the profile's: only where it pays (WAN links), not on a LAN.
+    assert defaults.enable_compression is None
+    assert defaults.swim_config().enable_compression is False
+    wan = load(["--profile=wan"], hostname="h").config
+    assert wan.swim_config().enable_compression is True
+    forced = load(["--profile=lan", "-disable-compression=false"], hostname="h").config
+    assert forced.swim_config().enable_compression is True  # written as true: honoured
     assert defaults.serf_config().enable_name_conflict_resolution
     assert not defaults.serf_config().disable_coordinates
     # Serf's -disable-compression flag, in both spellings; a later flag value wins.
