@@ -166,6 +166,7 @@ class CoreDriver(Generic[C]):
         self._streams_active = 0
         self._streams_failed = 0
         self._outgoing_dropped = 0
+        self._sending = False  # the sender task holds a packet it has not sent yet
         self._violations = 0
         self._streams: trio.Nursery | None = None  # the driver's nursery for short tasks
         self.addr: Address | None = None
@@ -377,7 +378,11 @@ class CoreDriver(Generic[C]):
                     for w in pkt.waiters:
                         w.set(pkt.done)
                     continue
-                await self.transport.send_packet(pkt.addr, pkt.data)
+                self._sending = True
+                try:
+                    await self.transport.send_packet(pkt.addr, pkt.data)
+                finally:
+                    self._sending = False
 
     async def _run_stream(self, eff: OpenStream) -> None:
         """Carry out one OpenStream effect and post its outcome back to the driver."""
@@ -490,6 +495,14 @@ class CoreDriver(Generic[C]):
         """Carry out effects without ever waiting (the driver must not block)."""
         for eff in effects:
             if isinstance(eff, SendPacket):
+                # Straight onto the socket when nothing is queued before it (order kept, no
+                # task hop); else, or when the socket would block, through the sender.
+                if (
+                    not self._sending
+                    and out.statistics().current_buffer_used == 0
+                    and self.transport.send_packet_nowait(eff.addr, eff.data)
+                ):
+                    continue
                 try:
                     out.send_nowait(eff)
                 except trio.WouldBlock:

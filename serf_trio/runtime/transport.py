@@ -234,6 +234,13 @@ class Transport(Protocol):
         """Send one datagram; errors are counted, never raised (UDP is best effort)."""
         ...
 
+    def send_packet_nowait(self, addr: Address, data: bytes) -> bool:
+        """Send one datagram now, without yielding, if the socket takes it at once: True when
+        it was handled (sent, or failed and counted as ``send_packet`` would), False when the
+        caller must queue it for ``send_packet`` (the socket would block, or this transport
+        always sends from a task)."""
+        ...
+
     async def request(
         self, addr: Address, data: bytes, *, expect_reply: bool, time_limit: float
     ) -> bytes:
@@ -392,6 +399,7 @@ class UdpTcpTransport:
         self.crypto = crypto
         self._log: structlog.typing.FilteringBoundLogger = logger or structlog.get_logger()
         self._udp: trio.socket.SocketType | None = None
+        self._udp_raw: stdlib_socket.socket | None = None  # the same socket, for sync sends
         self._counters = TransportCounters()
         # memberlist handles at most 128 concurrent inbound streams; we do the same with a limiter.
         self._inbound = trio.CapacityLimiter(max_inbound_streams)
@@ -400,12 +408,17 @@ class UdpTcpTransport:
     def statistics(self) -> TransportStats:
         return self._counters.snapshot()
 
-    async def _bind_pair(self) -> tuple[trio.socket.SocketType, trio.SocketListener]:
+    async def _bind_pair(
+        self,
+    ) -> tuple[trio.socket.SocketType, stdlib_socket.socket, trio.SocketListener]:
         """Bind UDP and TCP to the same port; with port 0, retry until both get the same one."""
         family = _family(self.bind.host)
         host = self.bind.host
         for _attempt in range(20):
-            udp = trio.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+            # A stdlib socket wrapped for trio: ``send_packet_nowait`` sends on it directly.
+            raw = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+            raw.setblocking(False)
+            udp = trio.socket.from_stdlib_socket(raw)
             try:
                 try:
                     await udp.bind((host, self.bind.port))
@@ -432,7 +445,7 @@ class UdpTcpTransport:
                 udp.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, UDP_RECV_BUFFER)
             except OSError:
                 self._log.info("udp_rcvbuf_not_set", wanted=UDP_RECV_BUFFER)
-            return udp, trio.SocketListener(tcp)
+            return udp, raw, trio.SocketListener(tcp)
         raise BindError(
             errno.EADDRINUSE,
             f"cannot bind the gossip address {self.bind} (UDP and TCP): "
@@ -446,8 +459,9 @@ class UdpTcpTransport:
         *,
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        udp, listener = await self._bind_pair()
+        udp, raw, listener = await self._bind_pair()
         self._udp = udp
+        self._udp_raw = raw
         bound = Address(self.bind.host, udp.getsockname()[1])
         self.bound = bound
         try:
@@ -458,6 +472,7 @@ class UdpTcpTransport:
                 task_status.started(bound)
         finally:
             self._udp = None
+            self._udp_raw = None
             udp.close()
             await trio.aclose_forcefully(listener)
 
@@ -528,6 +543,23 @@ class UdpTcpTransport:
         except OSError as exc:
             self._counters.send_errors += 1
             self._log.debug("udp_send_failed", to=str(addr), error=_reason(exc))
+
+    def send_packet_nowait(self, addr: Address, data: bytes) -> bool:
+        raw = self._udp_raw
+        if raw is None:
+            return False
+        sealed = self.crypto.seal_packet(data)
+        try:
+            raw.sendto(sealed, (addr.host, addr.port))
+        except BlockingIOError:
+            return False  # the send buffer is full: queue it, the sender waits for room
+        except OSError as exc:
+            self._counters.send_errors += 1
+            self._log.debug("udp_send_failed", to=str(addr), error=_reason(exc))
+            return True
+        self._counters.packets_out += 1
+        self._counters.bytes_out += len(sealed)
+        return True
 
     async def request(
         self, addr: Address, data: bytes, *, expect_reply: bool, time_limit: float

@@ -209,6 +209,9 @@ class MemoryTransport:
         self.net._send(self.addr, addr, sealed)
         await trio.lowlevel.checkpoint()
 
+    def send_packet_nowait(self, addr: Address, data: bytes) -> bool:
+        return False  # always through the sender task: seeded runs keep their interleaving
+
     async def request(
         self, addr: Address, data: bytes, *, expect_reply: bool, time_limit: float
     ) -> bytes:

@@ -67,3 +67,8 @@ def test_cluster_bench_runs() -> None:
 def test_capacity_bench_runs() -> None:
     out = run("capacity.py", "--n", "4", "--idle", "1", "--impl", "both")
     assert out.count("agents running: 4/4") == 2, out
+
+
+def test_core_profile_bench_runs() -> None:
+    out = run("core_profile.py", "--quick", "--sizes", "16", timeout=120)
+    assert "merge" in out and "gossip" in out, out

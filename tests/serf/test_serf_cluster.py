@@ -235,3 +235,18 @@ def test_stale_leave_intent_after_restart_does_not_stick() -> None:
     # b's leaving check clears it; either way c ends alive at b.
     assert p.statuses("b")["c"] == "alive"
     assert p.by_name["b"].member("c").status_ltime > stale.ltime  # type: ignore[union-attr]
+
+
+def test_has_broadcasts_is_true_while_anything_is_queued_then_false() -> None:
+    """The driver skips idle gossip rounds on ``has_broadcasts``: it must see Serf's queues
+    (a user event) as well as memberlist's, and turn false once every copy has gone out."""
+    p = Pump(seed=11)
+    p.cluster("a", "b", "c")
+    p.run_for(60.0)  # the join's alive and intent broadcasts have all been sent
+    a = p.by_name["a"]
+    assert not a.has_broadcasts()
+    p.feed("a", a.user_event(p.now, "deploy", b"v1", False))
+    assert a.has_broadcasts()  # only Serf's event queue holds something
+    p.run_for(30.0)
+    assert not a.has_broadcasts()
+    assert all(("deploy", b"v1") in [(e.name, e.payload) for e in p.logs[n].users] for n in "bc")
