@@ -8,18 +8,21 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
 SERF_TRIO = Path(sys.executable).parent / "serf-trio"  # the console script of this venv
+SERF = shutil.which("serf") or "/usr/bin/serf"
+IMPLS = ("serf-trio", "serf", "both")  # the --impl choices
 
 _handed_out: set[int] = set()
 
@@ -142,3 +145,28 @@ def interrupt_on_signals() -> None:
     """SIGTERM and SIGINT raise KeyboardInterrupt, so ``finally`` blocks kill every agent."""
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+
+
+def impls(choice: str) -> Iterator[str]:
+    """The implementations an ``--impl`` choice runs, serf first."""
+    if choice in ("serf", "both"):
+        yield "serf"
+    if choice in ("serf-trio", "both"):
+        yield "serf-trio"
+
+
+def binaries_missing(choice: str) -> str | None:
+    """Why the agents of ``choice`` cannot be started (a message), or None."""
+    if choice != "serf-trio" and not os.access(SERF, os.X_OK):
+        return "serf is not installed (apt-get install serf)"
+    if choice != "serf" and not SERF_TRIO.exists():
+        return f"{SERF_TRIO} not found: run with the venv's python"
+    return None
+
+
+def file_tail(path: Path, lines: int, sep: str) -> str:
+    """The last ``lines`` lines of a log file joined by ``sep`` ("" if it cannot be read)."""
+    try:
+        return sep.join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from _common import HOST, free_port
+from _common import HOST, IMPLS, SERF, SERF_TRIO, binaries_missing, file_tail, free_port
 
 from serf_trio.rpc.client import RpcClient, RpcError
 
@@ -61,8 +60,6 @@ MIB_PER_AGENT = 80  # free-memory check: generous against the ~40 MiB goal
 GOAL_CPU_PCT = 1.0
 GOAL_RSS_MB = 40.0  # the brief says MB; checked as 40 * 10^6 bytes and as 40 MiB below
 TICK = os.sysconf("SC_CLK_TCK")
-SERF = shutil.which("serf") or "/usr/bin/serf"
-SERF_TRIO = Path(sys.executable).parent / "serf-trio"
 
 
 # -- ports, memory, /proc ----------------------------------------------------------------------
@@ -130,10 +127,7 @@ class Agent:
         return self.proc.poll() is None
 
     def err_tail(self, lines: int = 5) -> str:
-        try:
-            return "\n".join(self.err.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return file_tail(self.err, lines, "\n")
 
 
 class Cluster:
@@ -469,18 +463,16 @@ def kinds(impl: str) -> Iterator[type[Cluster]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=128, help="agents, seed included (default 128)")
-    ap.add_argument("--impl", choices=("serf-trio", "serf", "both"), default="both")
+    ap.add_argument("--impl", choices=IMPLS, default="both")
     ap.add_argument("--idle", type=float, default=30.0, help="idle window in seconds")
     ap.add_argument("--limit", type=float, default=300.0, help="convergence limit in seconds")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args()
     if args.n < 2:
         ap.error("--n must be at least 2")
-    if args.impl != "serf-trio" and not os.access(SERF, os.X_OK):
-        print("serf is not installed (apt-get install serf)", file=sys.stderr)
-        return 1
-    if args.impl != "serf" and not SERF_TRIO.exists():
-        print(f"{SERF_TRIO} not found: run with the venv's python", file=sys.stderr)
+    missing = binaries_missing(args.impl)
+    if missing is not None:
+        print(missing, file=sys.stderr)
         return 1
     need = args.n * MIB_PER_AGENT + 512
     have = mem_available_mib()

@@ -46,24 +46,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from _common import (
     HOST,
+    IMPLS,
+    SERF,
     SERF_TRIO,
     agent_env,
+    binaries_missing,
+    file_tail,
     free_port,
+    impls,
     interrupt_on_signals,
     kill_group,
     percentile,
@@ -73,7 +76,6 @@ from _common import (
 from serf_trio.rpc.api import QueryParams, RpcMember
 from serf_trio.rpc.client import RpcClient, RpcError
 
-SERF = shutil.which("serf") or "/usr/bin/serf"
 RPC_TIMEOUT = 3.0  # one RPC call (members, event)
 SEED_READY = 30.0  # seconds for the seed to answer RPC
 JOIN_LIMIT = 120.0
@@ -111,10 +113,7 @@ class Agent:
         return self.proc.poll() is None
 
     def log_tail(self, lines: int = 3) -> str:
-        try:
-            return " | ".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return file_tail(self.log, lines, " | ")
 
 
 def serf_argv(
@@ -634,17 +633,10 @@ def table(n: int, sums: dict[str, dict[str, Any]], trials: int, args: argparse.N
                   f"wait; {s['duplicates']} duplicate handler runs")  # fmt: skip
 
 
-def impls(choice: str) -> Iterator[str]:
-    if choice in ("serf", "both"):
-        yield "serf"
-    if choice in ("serf-trio", "both"):
-        yield "serf-trio"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, nargs="+", default=[5, 16, 32], help="cluster sizes")
-    ap.add_argument("--impl", choices=("serf-trio", "serf", "both"), default="both")
+    ap.add_argument("--impl", choices=IMPLS, default="both")
     ap.add_argument("--events", type=int, default=100, help="events for the distribution")
     ap.add_argument("--spacing", type=float, default=0.3, help="seconds between those events")
     ap.add_argument("--straggler-wait", type=float, default=35.0,
@@ -656,11 +648,9 @@ def main() -> int:
     args = ap.parse_args()
     if min(args.n) < 4:
         ap.error("--n must be at least 4 (a leaver, a replaced and a failed agent, 2 more)")
-    if args.impl != "serf-trio" and not os.access(SERF, os.X_OK):
-        print("serf is not installed (apt-get install serf)", file=sys.stderr)
-        return 1
-    if args.impl != "serf" and not SERF_TRIO.exists():
-        print(f"{SERF_TRIO} not found: run with the venv's python", file=sys.stderr)
+    missing = binaries_missing(args.impl)
+    if missing is not None:
+        print(missing, file=sys.stderr)
         return 1
     interrupt_on_signals()
     out: dict[str, Any] = {}

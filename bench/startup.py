@@ -29,24 +29,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from _common import (
     HOST,
+    IMPLS,
+    SERF,
     SERF_TRIO,
     agent_env,
+    binaries_missing,
     free_port,
+    impls,
     interrupt_on_signals,
     kill_group,
     proc_cpu_clock,
@@ -56,7 +57,6 @@ from _common import (
 
 from serf_trio.rpc.client import RpcClient, RpcError
 
-SERF = shutil.which("serf") or "/usr/bin/serf"
 CONNECT_POLL = 0.002  # seconds between TCP connect attempts
 SEED_POLL = 0.01  # seconds between members-filtered calls to the seed
 SEED_READY = 30.0
@@ -197,24 +197,15 @@ def summary(runs: list[Run]) -> dict[str, Any]:
     return s
 
 
-def impls(choice: str) -> Iterator[str]:
-    if choice in ("serf", "both"):
-        yield "serf"
-    if choice in ("serf-trio", "both"):
-        yield "serf-trio"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--trials", type=int, default=10)
-    ap.add_argument("--impl", choices=("serf-trio", "serf", "both"), default="both")
+    ap.add_argument("--impl", choices=IMPLS, default="both")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args()
-    if args.impl != "serf-trio" and not os.access(SERF, os.X_OK):
-        print("serf is not installed (apt-get install serf)", file=sys.stderr)
-        return 1
-    if args.impl != "serf" and not SERF_TRIO.exists():
-        print(f"{SERF_TRIO} not found: run with the venv's python", file=sys.stderr)
+    missing = binaries_missing(args.impl)
+    if missing is not None:
+        print(missing, file=sys.stderr)
         return 1
     interrupt_on_signals()
     results: dict[str, Any] = {}
