@@ -191,9 +191,12 @@ class RpcServer:
         # Bind under a temporary name, chmod 0600, then rename into place: the socket is never
         # reachable under its public name with wider permissions, and a stale file is replaced
         # atomically.
-        sock = trio.socket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        # Bound synchronously, like the chmod and rename around it: a local path binds at once,
+        # and trio's own bind would start a worker thread (and its malloc arena) for it.
+        raw = _stdsocket.socket(_stdsocket.AF_UNIX, _stdsocket.SOCK_STREAM)
+        sock = trio.socket.from_stdlib_socket(raw)
         try:
-            await sock.bind(tmp)
+            raw.bind(tmp)
             os.chmod(tmp, 0o600)
             sock.listen(LISTEN_BACKLOG)
             os.replace(tmp, path)
