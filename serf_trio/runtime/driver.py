@@ -113,6 +113,12 @@ Round = Literal["probe", "gossip", "push_pull"]
 ROUNDS: tuple[Round, ...] = ("probe", "gossip", "push_pull")
 
 
+def _worth_a_line(total: int) -> bool:
+    """Whether the ``total``-th drop of a kind is logged: the 1st, 10th, 100th, then every
+    1,000th, each line with the running total (a flood must not flood the log too)."""
+    return total in (1, 10, 100) or total % 1000 == 0
+
+
 def _next_tick(at: float, period: float, now: float) -> float:
     """The next run of a round that was due at ``at``: one period on, keeping its phase; ticks
     missed while the loop was busy are dropped, as Go's ``time.Ticker`` drops them."""
@@ -507,7 +513,13 @@ class CoreDriver(Generic[C]):
                     out.send_nowait(eff)
                 except trio.WouldBlock:
                     self._outgoing_dropped += 1
-                    self._log.warning("packet_dropped", reason="send_queue_full", to=str(eff.addr))
+                    if _worth_a_line(self._outgoing_dropped):  # a flood writes a few lines
+                        self._log.warning(
+                            "packet_dropped",
+                            reason="send_queue_full",
+                            to=str(eff.addr),
+                            total=self._outgoing_dropped,
+                        )
                 continue
             if isinstance(eff, OpenStream):
                 if self._streams_active >= self._sizes.max_streams:
@@ -540,7 +552,7 @@ class CoreDriver(Generic[C]):
             self._subscribers.publish(eff)  # type: ignore[arg-type]
 
     def _on_drop(self, kind: str, total: int) -> None:
-        if total in (1, 10, 100) or total % 1000 == 0:
+        if _worth_a_line(total):
             self._log.warning("event_dropped", kind=kind, total=total)
 
 

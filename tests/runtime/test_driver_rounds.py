@@ -7,16 +7,22 @@ import itertools
 import random
 from collections.abc import Sequence
 
+import structlog
+import structlog.testing
 import trio
 import trio.testing
 from helpers import mem_addr as addr
 
+from serf_trio.runtime.bus import BusSizes
 from serf_trio.runtime.driver import MembershipNode, _next_tick
 from serf_trio.swim.api import Address
 from serf_trio.swim.config import LAN
 from serf_trio.swim.node import Memberlist
 from serf_trio.testing.memnet import MemoryNetwork
 from serf_trio.testing.netmodel import NetModel
+from serf_trio.wire.codec import encode_message
+from serf_trio.wire.messages import Ping
+from serf_trio.wire.packet import make_compound
 
 
 class CountingCore(Memberlist):
@@ -100,3 +106,39 @@ def test_next_tick_keeps_phase_and_drops_missed_ticks() -> None:
     assert _next_tick(1.0, 0.2, 1.05) == 1.2
     assert _next_tick(1.0, 0.2, 1.9) == 2.0  # ticks at 1.2 ... 1.8 were missed: dropped
     assert _next_tick(1.0, 0.2, 2.0) > 2.0
+
+
+def test_a_full_send_queue_is_counted_per_packet_and_logged_a_few_times() -> None:
+    """300 pings (in three compound packets) into a node whose outgoing queue holds one packet:
+    most acks are dropped and counted, and the log gets the 1st, 10th and 100th drop only,
+    each with the running total."""
+
+    async def body() -> tuple[int, list[dict[str, object]]]:
+        net = MemoryNetwork(NetModel(seed=4))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(net.run)
+            with structlog.testing.capture_logs() as logs:
+                node = MembershipNode(
+                    LAN,
+                    "n1",
+                    net.transport(addr(1)),
+                    rng=random.Random(1),
+                    sizes=BusSizes(outgoing=1),
+                    logger=structlog.get_logger(),
+                )
+                await nursery.start(node.run)
+                peer = net.transport(addr(2))
+                for first in range(0, 300, 100):  # a compound of 100 pings: 100 acks at once
+                    pings = [
+                        encode_message(Ping(seq, "n1", bytes([127, 0, 0, 2]), 7946))
+                        for seq in range(first, first + 100)
+                    ]
+                    await peer.send_packet(addr(1), make_compound(pings))
+                await trio.sleep(1.0)
+                dropped = node.runtime_counters()["outgoing_dropped"]
+                nursery.cancel_scope.cancel()
+        return dropped, [e for e in logs if e["event"] == "packet_dropped"]
+
+    dropped, lines = trio.run(body, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert dropped >= 100
+    assert [line["total"] for line in lines] == [1, 10, 100]
