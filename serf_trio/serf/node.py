@@ -47,6 +47,7 @@ from ..swim.api import (
     JoinDone,
     LeaveDone,
     MemberEvent,
+    MemberInfo,
     Notice,
     SendPacket,
 )
@@ -92,6 +93,18 @@ class RestoredState(Protocol):
     def event_clock(self) -> int: ...
     @property
     def query_clock(self) -> int: ...
+
+
+@record
+class SeedMember:
+    """One member of a converged cluster for ``SerfNode.assume_converged``: its memberlist
+    view (``info``, as the member's own ``memberlist.local`` reads), its tags (``info.meta``
+    decoded; the same dict may be shared by every node: members' tags are replaced, never
+    mutated) and the Lamport time of its status (its join intent's)."""
+
+    info: MemberInfo
+    tags: dict[str, str]
+    status_ltime: int
 
 
 @record
@@ -267,6 +280,38 @@ class SerfNode:
         # ... and, like Serf (memberlist notifies the join of the local node too), delivers a
         # member-join for itself: handlers and RPC streams see it first, with the first call.
         self._self_join_pending = True
+
+    def assume_converged(
+        self,
+        now: float,
+        members: Sequence[SeedMember],
+        member_clock: int,
+        shared: dict[str, object] | None = None,
+    ) -> None:
+        """Start as a node of a converged cluster: memberlist knows every one of ``members``
+        alive (``Memberlist.assume_converged``), the Serf table has each one alive with its
+        tags and status time (ours included, as after our own join intent), the member clock
+        reads ``member_clock`` (past every status time: every join intent was witnessed) and
+        no intent, event or query is queued.
+
+        For simulation and tests only (``testing.sim.Simulator.bootstrap_converged``); call it
+        right after construction.  No member-join is emitted for the others (a converged
+        cluster has delivered them); the member-join for ourselves still comes with the
+        first call, as it does for any node.  ``shared``: see ``Memberlist.assume_converged``.
+        """
+        if any(m.status_ltime >= member_clock for m in members):
+            raise ValueError("member_clock must be past every status time")
+        self._ml.assume_converged(now, [m.info for m in members], shared)
+        table = self._members
+        for m in members:
+            info = m.info
+            if info.name == self.name:
+                table[self.name].status_ltime = m.status_ltime
+            else:
+                table[info.name] = MemberState(
+                    info.name, info.addr, m.tags, "alive", info.vsn, m.status_ltime
+                )
+        self.clock.witness(member_clock - 1)
 
     # ------------------------------------------------------------------ views
 
@@ -576,4 +621,4 @@ class SerfNode:
         return self._ml.user_packet(addr, payload)
 
 
-__all__ = ["RestoredState", "SerfError", "SerfNode", "SerfStats"]
+__all__ = ["RestoredState", "SeedMember", "SerfError", "SerfNode", "SerfStats"]

@@ -52,6 +52,7 @@ import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from serf_trio.record import record
 
@@ -208,6 +209,10 @@ class _JoinRequest:
     errors: list[str] = field(default_factory=list)
 
 
+# ``NodeRecord``'s encoded push/pull state: (the fields it was built from, the bytes).
+_PushCache = tuple[tuple[int, State, bytes, Address, bytes], bytes]
+
+
 class Memberlist:
     """One memberlist node as a pure state machine; see ``api`` for the driver contract.
 
@@ -293,6 +298,51 @@ class Memberlist:
         self._me = me
         # memberlist setAlive: our own alive is queued like any other broadcast.
         self._queue.queue(name, encode_message(self._alive_msg()))
+
+    def assume_converged(
+        self,
+        now: float,
+        members: Sequence[MemberInfo],
+        shared: dict[str, object] | None = None,
+    ) -> None:
+        """Start as a node of a cluster whose join has already converged: every one of
+        ``members`` (other nodes, each as its own ``local`` reads: incarnation, address, meta,
+        versions; state ALIVE) is known from ``now``, and nothing is queued to broadcast,
+        not even our own alive (everybody has heard everything).
+
+        For simulation and tests only (``testing.sim.Simulator.bootstrap_converged``):
+        simulating the join storm of a thousand nodes takes minutes, and this table is what
+        it leaves.  Call it right after construction, before any other call.  It emits no
+        effects (a converged cluster has delivered its join events); new members take random
+        probe-list positions from the core's RNG, as members learnt by a join do.
+
+        ``shared``, one dict the caller hands to every core of the same bootstrap, lets them
+        share each member's encoded push/pull state (the record's cache, which push/pull
+        fills anyway): one encoding per member instead of one per member per node, and no
+        per-node copy of the bytes until the member changes.
+        """
+        table = self._members
+        if len(table) != 1:
+            raise RuntimeError("assume_converged must come before any other member is known")
+        for info in members:
+            if info.name == self.name:
+                continue
+            if info.state is not State.ALIVE:
+                raise ValueError(f"assume_converged takes alive members, not {info!r}")
+            rec = NodeRecord(
+                info.name, info.addr, info.meta, info.incarnation, State.ALIVE, info.vsn, now
+            )
+            if shared is not None:
+                cache = shared.get(info.name)
+                if cache is None:
+                    rec.push_state()
+                    shared[info.name] = rec._push
+                else:
+                    # Valid for this record too: the cache is keyed by the fields it encodes.
+                    rec._push = cast(_PushCache, cache)
+            table.add(rec)
+        self._queue.reset()
+        self._queue.pop_finished()
 
     # ------------------------------------------------------------------ views
 

@@ -17,6 +17,11 @@ same trace), and plays the *driver* role of ``swim.api`` for every node:
   after a connect + one-way latency, and its reply delivered back after another latency; every
   failure (refused, reset, closed without reply, partition, ``timeout``) ends in
   ``stream_result(None, error)``; whichever of reply, failure and timeout comes first wins;
+* converged start – ``bootstrap_converged(n)`` starts ``n`` nodes that already know each
+  other alive (the table a join storm leaves, handed to each core's ``assume_converged``), so
+  a 1,000-node cluster is ready in seconds instead of minutes of simulated storm;
+* idle gossip – with ``skip_idle_gossip`` a gossip round is only scheduled while the core has
+  something to gossip (``has_broadcasts``), keeping its phase, as the trio driver does;
 * commands – join, crash (the process stops, its address becomes a dead host), graceful
   leave (the node stops once its ``LeaveDone`` arrives; a Serf node lingers
   ``leave_propagate_delay`` more, as the agent does), restart (a fresh core, incarnation 1,
@@ -60,6 +65,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
+import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -80,7 +86,7 @@ from ..serf.effects import (
 )
 from ..serf.internal import KeyReport, key_query
 from ..serf.members import SerfMember
-from ..serf.node import SerfError
+from ..serf.node import SeedMember, SerfError
 from ..serf.query import QueryParam, QueryParamsLike
 from ..swim.api import (
     Address,
@@ -146,6 +152,31 @@ class SerfCore(CoreProtocol, Protocol):
     def respond(self, now: float, token: int, payload: bytes) -> Sequence[object]: ...
     def set_tags(self, now: float, tags: dict[str, str]) -> Sequence[object]: ...
     def force_leave(self, now: float, node: str, prune: bool = False) -> Sequence[object]: ...
+
+
+@runtime_checkable
+class ConvergibleSwim(Protocol):
+    """A memberlist core that can start converged (``swim.node.Memberlist``)."""
+
+    @property
+    def local(self) -> MemberInfo: ...
+    def assume_converged(
+        self, now: float, members: Sequence[MemberInfo], shared: dict[str, object] | None = None
+    ) -> None: ...
+
+
+class ConvergibleSerf(Protocol):
+    """A Serf core that can start converged (``serf.node.SerfNode``)."""
+
+    @property
+    def tags(self) -> dict[str, str]: ...
+    def assume_converged(
+        self,
+        now: float,
+        members: Sequence[SeedMember],
+        member_clock: int,
+        shared: dict[str, object] | None = None,
+    ) -> None: ...
 
 
 class KeyedCore(Protocol):
@@ -274,6 +305,8 @@ class SimNode:
         "config",
         "core",
         "epoch",
+        "gossip_armed",
+        "gossip_at",
         "index",
         "name",
         "status",
@@ -303,6 +336,8 @@ class SimNode:
         self.epoch = 0  # bumped by crash/leave/restart: events of an older life are dropped
         self.timer_at: float | None = None
         self.timer_gen = 0
+        self.gossip_at = 0.0  # when the gossip round is next due (it keeps its phase)
+        self.gossip_armed = False  # a gossip event of this epoch is in the heap for gossip_at
 
     def __repr__(self) -> str:
         return f"SimNode({self.name}, {self.addr}, {self.status.value})"
@@ -431,12 +466,20 @@ class Simulator:
         keyring_writer: KeyringWriter | None = None,
         record_trace: bool = True,
         start: float = 0.0,
+        skip_idle_gossip: bool = False,
     ) -> None:
         """``core_factory`` builds the cores (default: memberlist); ``serf`` is shorthand for
         ``core_factory=serf_factory(serf)``.  ``query_handler`` answers queries delivered to
         Serf nodes (see ``answer_with_name``); ``keyring_writer(node, keys)`` persists a
         keyring a key query changed on a node built with ``persist_keyring`` (raising: the
-        write failed)."""
+        write failed).
+
+        ``skip_idle_gossip``: a node's gossip round is neither scheduled nor run while its core
+        has nothing to gossip (``has_broadcasts()``), as the trio driver does; when something
+        is queued the round resumes at the next tick of its phase.  An idle round would only
+        pick targets and send nothing, but picking draws from the core's RNG, so this changes
+        seeded outcomes (deterministically): off by default, so existing seeded scenarios
+        replay unchanged.  It halves the events of an idle cluster."""
         if core_factory is None:
             core_factory = serf_factory(serf) if serf is not None else memberlist_factory
         elif serf is not None:
@@ -447,6 +490,7 @@ class Simulator:
         self.config = config
         self.core_factory = core_factory
         self.record_trace = record_trace
+        self.skip_idle_gossip = skip_idle_gossip
         self.now = start
         self.nodes: dict[str, SimNode] = {}
         self._by_addr: dict[Address, SimNode] = {}
@@ -497,10 +541,28 @@ class Simulator:
         cfg = node.config
         rng = self.rng
         self._push(self.now + rng.uniform(0, cfg.probe_interval), _PROBE, node, node.epoch)
-        self._push(self.now + rng.uniform(0, cfg.gossip_interval), _GOSSIP, node, node.epoch)
+        node.gossip_at = self.now + rng.uniform(0, cfg.gossip_interval)
+        node.gossip_armed = False
+        if not self.skip_idle_gossip:
+            self._push(node.gossip_at, _GOSSIP, node, node.epoch)
+        elif node.core.has_broadcasts():
+            self._arm_gossip(node)
         period = node.core.push_pull_period()
         if period > 0:
             self._push(self.now + rng.uniform(0, period), _PUSHPULL, node, node.epoch)
+
+    def _arm_gossip(self, node: SimNode) -> None:
+        """Schedule the gossip round at its next tick after now (keeping its phase: ticks
+        that passed while the node was idle are skipped, as a ticker's would be)."""
+        at, now = node.gossip_at, self.now
+        if at <= now:
+            interval = node.config.gossip_interval
+            at += math.ceil((now - at) / interval + 1e-9) * interval
+            if at <= now:
+                at += interval
+            node.gossip_at = at
+        node.gossip_armed = True
+        self._push(at, _GOSSIP, node, node.epoch)
 
     def _reschedule_timer(self, node: SimNode) -> None:
         deadline = node.core.next_deadline()
@@ -544,6 +606,15 @@ class Simulator:
     ) -> SimNode:
         """Start a new node (not joined to anyone) at the current time; with ``envelope`` its
         traffic is sealed and opened by it (see the module docstring)."""
+        node = self._create_node(name, config, envelope)
+        self._start_rounds(node)
+        self._reschedule_timer(node)
+        return node
+
+    def _create_node(
+        self, name: str | None, config: SwimConfig | None, envelope: Envelope | None
+    ) -> SimNode:
+        """Build and register a node and its core; its rounds and timer are not started."""
         index = len(self.nodes)
         name = name if name is not None else f"n{index}"
         if name in self.nodes:
@@ -555,9 +626,57 @@ class Simulator:
         self.nodes[name] = node
         self._by_addr[addr] = node
         self.net.revive(addr)
-        self._start_rounds(node)
-        self._reschedule_timer(node)
         return node
+
+    def bootstrap_converged(
+        self,
+        count: int,
+        *,
+        config: SwimConfig | None = None,
+        envelope: Callable[[], Envelope] | None = None,
+    ) -> list[SimNode]:
+        """Start ``count`` nodes (``n0``..., as ``add_nodes``) as a cluster whose join has
+        already converged: every node knows every other alive with the incarnation, address,
+        meta and protocol versions a join would have taught it, nothing is queued to
+        broadcast, and the periodic rounds start staggered as usual.  Serf cores also hold
+        every member alive with its tags, node ``n<i>``'s status at Lamport time ``i`` (the
+        first node joined nobody) and the member clock at ``count``.  A 1,000-node cluster
+        is ready in seconds instead of minutes of simulated join storm.
+
+        The simulator must have no nodes yet.  No member events are recorded for the
+        bootstrap (a converged cluster has delivered them); each Serf node still delivers its
+        own member-join with its first call.  Cores must offer ``assume_converged``
+        (``Memberlist``, ``SerfNode``), else ``TypeError``.
+        """
+        if self.nodes:
+            raise ValueError("bootstrap_converged starts the cluster: add no node before it")
+        nodes = [
+            self._create_node(None, config, envelope() if envelope else None) for _ in range(count)
+        ]
+        now = self.now
+        shared: dict[str, object] = {}  # one encoded push/pull state per member, for all
+        serf = [n.core for n in nodes if isinstance(n.core, SerfCore)]
+        if len(serf) == count:
+            seeds = [
+                SeedMember(
+                    cast(ConvergibleSwim, core.memberlist).local,
+                    cast(ConvergibleSerf, core).tags,
+                    ltime,
+                )
+                for ltime, core in enumerate(serf)
+            ]
+            for core in serf:
+                cast(ConvergibleSerf, core).assume_converged(now, seeds, count, shared)
+        elif not serf and all(isinstance(n.core, ConvergibleSwim) for n in nodes):
+            infos = [cast(ConvergibleSwim, n.core).local for n in nodes]
+            for n in nodes:
+                cast(ConvergibleSwim, n.core).assume_converged(now, infos, shared)
+        else:
+            raise TypeError("bootstrap_converged needs Memberlist or SerfNode cores")
+        for n in nodes:
+            self._start_rounds(n)
+            self._reschedule_timer(n)
+        return nodes
 
     def add_nodes(
         self,
@@ -794,8 +913,17 @@ class Simulator:
         elif kind == _GOSSIP:
             node, epoch = ev[3], ev[4]
             if epoch == node.epoch and node.status.up:
-                self._push(now + node.config.gossip_interval, _GOSSIP, node, epoch)
-                self._apply(node, node.core.gossip(now))
+                if not self.skip_idle_gossip:
+                    self._push(now + node.config.gossip_interval, _GOSSIP, node, epoch)
+                    self._apply(node, node.core.gossip(now))
+                else:
+                    # The round runs (or, idle, is skipped); ``_apply`` re-arms it at the
+                    # next tick if anything is (still) queued.
+                    node.gossip_at = now + node.config.gossip_interval
+                    node.gossip_armed = False
+                    core = node.core
+                    if core.has_broadcasts():
+                        self._apply(node, core.gossip(now))
         elif kind == _PROBE:
             node, epoch = ev[3], ev[4]
             if epoch == node.epoch and node.status.up:
@@ -877,6 +1005,8 @@ class Simulator:
                 raise TypeError(f"{node.name}: unknown effect {eff!r}")
         if node.status.up:
             self._reschedule_timer(node)
+            if self.skip_idle_gossip and not node.gossip_armed and node.core.has_broadcasts():
+                self._arm_gossip(node)
 
     def _leave_done(self, node: SimNode) -> None:
         """Stop a leaving node; a Serf node first lingers ``leave_propagate_delay`` (the agent
