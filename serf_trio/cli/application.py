@@ -5,7 +5,8 @@ full application (``app``, used for ``serf-trio --help`` and by tests) imports e
 module; ``main()`` builds an application holding only the command being run, so Typer inspects
 one function signature instead of sixteen and only that command's module is imported.
 
-Only ``agent`` and ``demo`` start trio, and they import it inside the command. Every other
+Only ``agent`` and ``demo`` start trio, and they import it inside the command; ``simulate``
+imports the (pure) simulator inside the command. Every other
 command imports Typer, the standard library and ``serf_trio.rpc.client`` (stdlib sockets and
 msgpack). Rich is kept out: ``rich_markup_mode=None`` gives Click's plain help and errors, and
 ``pretty_exceptions_enable=False`` keeps Typer's Rich traceback hook away. Pydantic is kept out
@@ -53,7 +54,7 @@ CLIENT_COMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("keys", "keygen"),
     "keys": ("keys", "keys"),
 }
-LOCAL_COMMANDS = ("agent", "version", "demo")
+LOCAL_COMMANDS = ("agent", "version", "demo", "simulate")
 
 
 def agent(ctx: typer.Context) -> None:
@@ -139,6 +140,12 @@ def build_app(only: str | None = None) -> typer.Typer:
         app.command("version", cls=FastCommand)(version)
     if only in (None, "demo"):
         app.command("demo")(demo)
+    if only in (None, "simulate"):
+        # The module imports only Typer and the standard library; the simulator loads when
+        # the command runs.
+        from .simulate import simulate
+
+        app.command("simulate", cls=FastCommand)(simulate)
     return app
 
 

@@ -441,6 +441,8 @@ class SimStats:
     push_pull_rounds: int = 0  # push_pull() calls (each one anti-entropy sync attempt)
     packets_refused: int = 0  # delivered, then dropped by the receiver's envelope
     streams_refused: int = 0  # stream requests the receiver's envelope did not open
+    bytes_sent: int = 0  # datagram bytes handed to the network (as sealed), lost ones included
+    stream_bytes_sent: int = 0  # stream request and reply bytes written (as sealed)
 
 
 # Event kinds (the third field of a heap entry).
@@ -524,6 +526,8 @@ class Simulator:
         self._push_pulls = 0
         self._packets_refused = 0
         self._streams_refused = 0
+        self._bytes_sent = 0
+        self._stream_bytes_sent = 0
         self._same_time_ticks = 0
         self._last_tick_time = -1.0
 
@@ -965,6 +969,7 @@ class Simulator:
             if isinstance(eff, SendPacket):
                 self._packets_sent += 1
                 data = eff.data if node.wire is None else node.wire.seal_packet(eff.data)
+                self._bytes_sent += len(data)
                 target = self._by_addr.get(eff.addr)
                 times = self.net.packet(now, node.addr, eff.addr) if target is not None else []
                 if not times:
@@ -1136,6 +1141,7 @@ class Simulator:
         now = self.now
         self._streams_opened += 1
         data = op.data if node.wire is None else node.wire.seal_stream(op.data)
+        self._stream_bytes_sent += len(data)
         self._pending_streams[(node.index, op.stream_id)] = node.epoch
         self._push(
             now + op.timeout,
@@ -1215,6 +1221,8 @@ class Simulator:
                     reply = wire.seal_stream(reply)
         if not expect_reply:
             return
+        if reply is not None:
+            self._stream_bytes_sent += len(reply)
         back = self.net.stream_reply(now, target.addr, initiator.addr)
         if back is None:
             return  # lost across a cut: the initiator's timeout fires
@@ -1271,6 +1279,11 @@ class Simulator:
                 latest = max(latest, t)
         return latest
 
+    def dead_seen_by(self, subject: str) -> dict[str, float]:
+        """{observer: when it last saw ``subject`` become DEAD (Serf: member-failed)}, for
+        observers that still hold it dead; a copy (per-observer detection times)."""
+        return dict(self._dead_seen.get(subject, {}))
+
     def serf_view(self, name: str) -> dict[str, str]:
         """``name``'s Serf member table: {member name: status}."""
         return {m.name: m.status for m in self.serf_core(name).members()}
@@ -1321,6 +1334,8 @@ class Simulator:
             push_pull_rounds=self._push_pulls,
             packets_refused=self._packets_refused,
             streams_refused=self._streams_refused,
+            bytes_sent=self._bytes_sent,
+            stream_bytes_sent=self._stream_bytes_sent,
         )
 
     def trace_digest(self) -> str:

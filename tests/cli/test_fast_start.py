@@ -46,6 +46,20 @@ def serf_trio_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "serf_trio.cli"]
 
 
+def heavy_loaded(
+    tmp_path: Path, args: list[str]
+) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+    """The ``HEAVY`` modules that ``serf-trio ARGS`` loaded (run in a fresh interpreter)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        env=clean_env(tmp_path),
+        timeout=TIMEOUT,
+    )
+    return json.loads(proc.stderr.splitlines()[-1]), proc
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -58,14 +72,7 @@ def serf_trio_cmd() -> list[str]:
     ids=lambda a: " ".join(a[:2]),
 )
 def test_client_commands_do_not_load_heavy_modules(tmp_path: Path, args: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
-        capture_output=True,
-        text=True,
-        env=clean_env(tmp_path),
-        timeout=TIMEOUT,
-    )
-    loaded = json.loads(proc.stderr.splitlines()[-1])
+    loaded, _ = heavy_loaded(tmp_path, args)
     assert loaded == [], f"{' '.join(args)} loaded {loaded}"
 
 

@@ -1,0 +1,148 @@
+"""``serf-trio simulate``: determinism, plausible results, a light ``--help``, clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from serf_trio.cli import app
+from serf_trio.cli.simulate import event_percentiles
+
+from .test_fast_start import heavy_loaded
+
+
+def simulate_json(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["simulate", "--json", *args])
+    assert result.exit_code == 0, result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def without_wall(doc: dict[str, Any]) -> str:
+    assert set(doc["wall"]) == {"seconds", "peak_rss_mb"}
+    return json.dumps({k: v for k, v in doc.items() if k != "wall"}, sort_keys=True)
+
+
+def test_same_seed_gives_identical_json_apart_from_wall() -> None:
+    args = ("--nodes", "30", "--duration", "15", "--crashes", "1", "--loss", "0.01")
+    first = simulate_json(*args, "--seed", "7")
+    again = simulate_json(*args, "--seed", "7")
+    other = simulate_json(*args, "--seed", "8")
+    assert without_wall(first) == without_wall(again)
+    assert without_wall(first) != without_wall(other)
+
+
+def test_event_reaches_every_node_of_a_small_lan_cluster_fast() -> None:
+    doc = simulate_json("--nodes", "100", "--duration", "5")
+    event = doc["event"]
+    assert event["reached"] == 100 and event["all_reached"]
+    by_percent = {row["percent"]: row for row in event["percentiles"]}
+    # Serf's convergence model: 99.9 % of 1,000 nodes in ~2 s with LAN defaults.
+    assert by_percent["99"]["seconds"] < 2.0
+    # At N=100, 99.9 % is every node (the last one's time) and 99.99 % says nothing more.
+    assert list(by_percent) == ["50", "90", "99", "99.9"]
+    assert by_percent["99.9"]["all"] and by_percent["99.9"]["nodes"] == 100
+    seconds = [row["seconds"] for row in event["percentiles"]]
+    assert seconds == sorted(seconds)
+    assert doc["detection"] is None and doc["false_deaths"] == 0
+    traffic = doc["traffic"]
+    assert traffic["packets_per_node_per_second"] > 0 and traffic["bytes_per_node_per_second"] > 0
+
+
+def test_crash_detection_follows_the_suspicion_formula_without_false_deaths() -> None:
+    nodes = 50
+    doc = simulate_json(
+        "--nodes", str(nodes), "--crashes", "1", "--loss", "0.01", "--duration", "30"
+    )
+    # memberlist: suspicion min timeout = suspicion_mult * max(1, log10(N)) * probe_interval.
+    suspicion_min = 4 * max(1.0, math.log10(nodes)) * 1.0
+    assert doc["params"]["suspicion_timeout_min"] == pytest.approx(suspicion_min, abs=1e-6)
+    det = doc["detection"]
+    assert det["pairs"] == nodes - 1 and det["undetected"] == 0
+    # Lifeguard never shortens suspicion below the min; the crashed node is first suspected
+    # within a few probe intervals and the confirmations arrive soon after (margin: 6 s).
+    assert suspicion_min <= det["p50"] <= suspicion_min + 6.0
+    assert det["p50"] <= det["p99"] <= det["max"] < doc["params"]["suspicion_timeout_max"]
+    assert doc["false_deaths"] == 0 and doc["false_dead_nodes"] == 0
+
+
+def test_memberlist_cores_report_no_event_and_text_says_why() -> None:
+    result = CliRunner().invoke(
+        app, ["simulate", "--memberlist", "--nodes", "10", "--duration", "12", "--crashes", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "n/a (memberlist cores have no user events)" in result.stdout
+    assert "9/9 (survivor, crashed) pairs detected dead" in result.stdout
+
+
+def test_text_names_the_last_node_percentile() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--nodes", "20", "--duration", "2"])
+    assert result.exit_code == 0, result.output
+    assert "reached 20/20 nodes" in result.stdout
+    assert "(all 20: the last node)" in result.stdout
+    assert "wall, peak RSS" in result.stdout
+
+
+def test_percentile_rows_stop_at_the_first_that_needs_every_node() -> None:
+    times = [i / 1000 for i in range(1000)]
+    rows = event_percentiles(times, 1000)
+    assert [(r["percent"], r["nodes"], r["all"]) for r in rows] == [
+        ("50", 500, False),
+        ("90", 900, False),
+        ("99", 990, False),
+        ("99.9", 999, False),
+        ("99.99", 1000, True),
+    ]
+    assert rows[-1]["seconds"] == 0.999
+    partial = event_percentiles([0.1] * 6, 10)  # only 6 of 10 nodes got it
+    assert [(r["percent"], r["seconds"]) for r in partial] == [
+        ("50", 0.1),
+        ("90", None),
+        ("99", None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nodes", "0"], "Invalid value for '--nodes': must be from 2 to 65,024, not 0"),
+        (["--loss", "1.5"], "Invalid value for '--loss': must be a fraction from 0 up to"),
+        (["--crashes", "5", "--nodes", "5"], "Invalid value for '--crashes': must be from 0 to 4"),
+        (["--gossip-interval", "abc"], "Invalid value for '--gossip-interval': 'abc' is not a"),
+        (["--probe-interval", "0s"], "Invalid value for '--probe-interval': must be more than 0"),
+        (["--suspicion-mult", "0"], "Invalid value for '--suspicion-mult': must be at least 1"),
+        (["--duration", "-1"], "Invalid value for '--duration': must be more than 0"),
+        (["--profile", "mars"], "Invalid value for '--profile'"),
+    ],
+)
+def test_bad_options_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", *args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert message in result.stderr
+
+
+def test_durations_take_go_forms_and_plain_seconds() -> None:
+    doc = simulate_json(
+        "--nodes", "5", "--duration", "1", "--gossip-interval", "100ms", "--probe-interval", "2"
+    )
+    assert doc["params"]["gossip_interval"] == 0.1
+    assert doc["params"]["probe_interval"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["simulate", "--help"], ["simulate", "--nodes", "5", "--duration", "1", "--json"]],
+    ids=["help", "run"],
+)
+def test_simulate_loads_neither_trio_nor_structlog(tmp_path: Path, args: list[str]) -> None:
+    """The simulator is pure: neither the help nor a run needs trio (nor rich, structlog)."""
+    loaded, proc = heavy_loaded(tmp_path, args)
+    heavy = [m for m in loaded if m != "pydantic"]  # Typer's float coercion may use it
+    assert heavy == [], f"{' '.join(args)} loaded {heavy}"
+    assert proc.stdout.startswith("Usage: serf-trio simulate" if "--help" in args else "{")
