@@ -72,6 +72,7 @@ from serf_trio.swim.api import (
     Violation,
 )
 from serf_trio.swim.config import SwimConfig
+from serf_trio.swim.formulas import next_tick
 from serf_trio.swim.node import Memberlist, SwimStats
 from serf_trio.wire.crypto import Envelope
 
@@ -117,15 +118,6 @@ def _worth_a_line(total: int) -> bool:
     """Whether the ``total``-th drop of a kind is logged: the 1st, 10th, 100th, then every
     1,000th, each line with the running total (a flood must not flood the log too)."""
     return total in (1, 10, 100) or total % 1000 == 0
-
-
-def _next_tick(at: float, period: float, now: float) -> float:
-    """The next run of a round that was due at ``at``: one period on, keeping its phase; ticks
-    missed while the loop was busy are dropped, as Go's ``time.Ticker`` drops them."""
-    nxt = at + period
-    if nxt <= now and period > 0:
-        nxt += math.ceil((now - nxt) / period + 1e-9) * period
-    return nxt if nxt > now else now + period
 
 
 class CoreDriver(Generic[C]):
@@ -446,14 +438,14 @@ class CoreDriver(Generic[C]):
                     # Gossip ticks that passed with nothing to send are skipped before this
                     # wake's core calls, so a broadcast one of them queues goes out at the next
                     # tick of the round's phase, as with a ticker that never stopped.
-                    rounds["gossip"] = _next_tick(gossip_at, self._period("gossip"), now)
+                    rounds["gossip"] = next_tick(gossip_at, self._period("gossip"), now)
                 effects: list[object] = []
                 if deadline is not None and now >= deadline:
                     effects.extend(core.tick(now))
                 for which, at in rounds.items():
                     if at <= now:
                         effects.extend(self._round(core, now, which))
-                        rounds[which] = _next_tick(at, self._period(which), now)
+                        rounds[which] = next_tick(at, self._period(which), now)
                 if item is not None:
                     effects.extend(self._dispatch(core, now, item))
                 self._execute(effects, out, streams)

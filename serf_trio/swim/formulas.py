@@ -81,3 +81,13 @@ def push_pull_scale(interval: float, n: int) -> float:
 def awareness_scaled(timeout: float, score: int) -> float:
     """Lifeguard local health: a timeout stretched by ``score + 1``."""
     return timeout * (score + 1)
+
+
+def next_tick(at: float, period: float, now: float) -> float:
+    """The first tick after ``now`` of a ticker that ticked (or was due) at ``at <= now``,
+    keeping its phase: ticks missed meanwhile are dropped, as Go's ``time.Ticker`` drops
+    them (memberlist's probe, gossip and push/pull rounds run on tickers)."""
+    if period <= 0:
+        return now + period
+    nxt = at + math.ceil((now - at) / period + 1e-9) * period
+    return nxt if nxt > now else nxt + period

@@ -65,7 +65,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
-import math
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -103,6 +102,7 @@ from ..swim.api import (
     Violation,
 )
 from ..swim.config import LAN, SwimConfig
+from ..swim.formulas import next_tick
 from ..wire.crypto import Algorithm, Envelope
 from .netmodel import CONNECTION_REFUSED, LinkProfile, NetModel
 from .pump import KeyringWriter, WireSeal, keyring_write_error, seeded_envelope
@@ -560,11 +560,7 @@ class Simulator:
         that passed while the node was idle are skipped, as a ticker's would be)."""
         at, now = node.gossip_at, self.now
         if at <= now:
-            interval = node.config.gossip_interval
-            at += math.ceil((now - at) / interval + 1e-9) * interval
-            if at <= now:
-                at += interval
-            node.gossip_at = at
+            at = node.gossip_at = next_tick(at, node.config.gossip_interval, now)
         node.gossip_armed = True
         self._push(at, _GOSSIP, node, node.epoch)
 

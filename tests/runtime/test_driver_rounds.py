@@ -14,9 +14,10 @@ import trio.testing
 from helpers import mem_addr as addr
 
 from serf_trio.runtime.bus import BusSizes
-from serf_trio.runtime.driver import MembershipNode, _next_tick
+from serf_trio.runtime.driver import MembershipNode
 from serf_trio.swim.api import Address
 from serf_trio.swim.config import LAN
+from serf_trio.swim.formulas import next_tick
 from serf_trio.swim.node import Memberlist
 from serf_trio.testing.memnet import MemoryNetwork
 from serf_trio.testing.netmodel import NetModel
@@ -103,9 +104,9 @@ def test_gossip_resumes_on_its_original_phase_once_something_is_queued() -> None
 
 
 def test_next_tick_keeps_phase_and_drops_missed_ticks() -> None:
-    assert _next_tick(1.0, 0.2, 1.05) == 1.2
-    assert _next_tick(1.0, 0.2, 1.9) == 2.0  # ticks at 1.2 ... 1.8 were missed: dropped
-    assert _next_tick(1.0, 0.2, 2.0) > 2.0
+    assert next_tick(1.0, 0.2, 1.05) == 1.2
+    assert next_tick(1.0, 0.2, 1.9) == 2.0  # ticks at 1.2 ... 1.8 were missed: dropped
+    assert next_tick(1.0, 0.2, 2.0) > 2.0
 
 
 def test_a_full_send_queue_is_counted_per_packet_and_logged_a_few_times() -> None:
