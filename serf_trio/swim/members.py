@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..wire.codec import encode_node_state
 from ..wire.messages import PushNodeState
@@ -31,6 +32,8 @@ from .api import Address, MemberInfo, State
 from .targets import GossipCycle, GossipRing
 
 _SCAN_BELOW = 64  # tables this small are scanned outright
+# A record's encoded push/pull state: (the field values it was built from, the bytes).
+_PushCache = tuple[tuple[int, State, bytes, Address, bytes], bytes]
 
 
 @dataclass(slots=True)
@@ -45,9 +48,7 @@ class NodeRecord:
     # The encoded pushNodeState last built for this record and the field values it was built
     # from (see ``push_state``); the core mutates records in place, so validity is checked by
     # comparing those values instead of invalidating at every write.
-    _push: tuple[tuple[int, State, bytes, Address, bytes], bytes] | None = field(
-        default=None, repr=False, compare=False
-    )
+    _push: _PushCache | None = field(default=None, repr=False, compare=False)
 
     def push_state(self) -> bytes:
         """This record as an encoded push/pull ``pushNodeState`` (memberlist sendLocalState).
@@ -63,6 +64,18 @@ class NodeRecord:
         data = encode_node_state(self.node_state())
         self._push = (key, data)
         return data
+
+    def share_push_state(self, shared: dict[str, object]) -> None:
+        """Take this member's encoded push/pull state from ``shared`` (keyed by name), where a
+        record of the same member in another core left it, or build it and leave it there.
+        The cache is keyed by the fields it encodes, so it stays valid for every record that
+        holds those values (simulated clusters: one encoding per member, not per node)."""
+        cached = shared.get(self.name)
+        if cached is None:
+            self.push_state()
+            shared[self.name] = self._push
+        else:
+            self._push = cast(_PushCache, cached)
 
     def node_state(self) -> PushNodeState:
         """This record as a push/pull ``pushNodeState``."""

@@ -52,7 +52,6 @@ import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from serf_trio.record import record
 
@@ -209,10 +208,6 @@ class _JoinRequest:
     errors: list[str] = field(default_factory=list)
 
 
-# ``NodeRecord``'s encoded push/pull state: (the fields it was built from, the bytes).
-_PushCache = tuple[tuple[int, State, bytes, Address, bytes], bytes]
-
-
 class Memberlist:
     """One memberlist node as a pure state machine; see ``api`` for the driver contract.
 
@@ -333,13 +328,7 @@ class Memberlist:
                 info.name, info.addr, info.meta, info.incarnation, State.ALIVE, info.vsn, now
             )
             if shared is not None:
-                cache = shared.get(info.name)
-                if cache is None:
-                    rec.push_state()
-                    shared[info.name] = rec._push
-                else:
-                    # Valid for this record too: the cache is keyed by the fields it encodes.
-                    rec._push = cast(_PushCache, cache)
+                rec.share_push_state(shared)
             table.add(rec)
         self._queue.reset()
         self._queue.pop_finished()
