@@ -155,13 +155,15 @@ def impls(choice: str) -> Iterator[str]:
         yield "serf-trio"
 
 
-def binaries_missing(choice: str) -> str | None:
-    """Why the agents of ``choice`` cannot be started (a message), or None."""
+def binaries_present(choice: str) -> bool:
+    """Whether the agents of ``choice`` can be started; if not, says why on stderr."""
     if choice != "serf-trio" and not os.access(SERF, os.X_OK):
-        return "serf is not installed (apt-get install serf)"
+        print("serf is not installed (apt-get install serf)", file=sys.stderr)
+        return False
     if choice != "serf" and not SERF_TRIO.exists():
-        return f"{SERF_TRIO} not found: run with the venv's python"
-    return None
+        print(f"{SERF_TRIO} not found: run with the venv's python", file=sys.stderr)
+        return False
+    return True
 
 
 def file_tail(path: Path, lines: int, sep: str) -> str:

@@ -48,7 +48,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from _common import HOST, IMPLS, SERF, SERF_TRIO, binaries_missing, file_tail, free_port
+from _common import HOST, IMPLS, SERF, SERF_TRIO, binaries_present, file_tail, free_port
 
 from serf_trio.rpc.client import RpcClient, RpcError
 
@@ -470,9 +470,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.n < 2:
         ap.error("--n must be at least 2")
-    missing = binaries_missing(args.impl)
-    if missing is not None:
-        print(missing, file=sys.stderr)
+    if not binaries_present(args.impl):
         return 1
     need = args.n * MIB_PER_AGENT + 512
     have = mem_available_mib()

@@ -63,7 +63,7 @@ from _common import (
     SERF,
     SERF_TRIO,
     agent_env,
-    binaries_missing,
+    binaries_present,
     file_tail,
     free_port,
     impls,
@@ -335,6 +335,15 @@ def note(tr: Trial, text: str) -> None:
     print(f"    note: {text}", flush=True)
 
 
+def wait_status(
+    c: Cluster, idx: Iterable[int], name: str, status: str, t0: float, limit: float, step: float
+) -> tuple[float | None, list[int]]:
+    """``wait_all`` until every agent in ``idx`` lists ``name`` with ``status``."""
+    return wait_all(
+        idx, lambda i: (m := c.member(i, name)) is not None and m.status == status, t0, limit, step
+    )
+
+
 def describe_pending(c: Cluster, pending: list[int], name: str | None) -> str:
     out = []
     for i in pending:
@@ -491,10 +500,7 @@ def scenario(c: Cluster, tr: Trial, args: argparse.Namespace, step: float) -> No
     t0 = time.monotonic()
     th = threading.Thread(target=leave, daemon=True)
     th.start()
-    tr.leave_s, pending = wait_all(
-        others, lambda i: (m := c.member(i, lname)) is not None and m.status == "left",
-        t0, LEAVE_LIMIT, step,
-    )  # fmt: skip
+    tr.leave_s, pending = wait_status(c, others, lname, "left", t0, LEAVE_LIMIT, step)
     if tr.leave_s is None:
         note(tr, f"leave not seen by all: {describe_pending(c, pending, lname)}")
     th.join(LEAVE_LIMIT)
@@ -531,10 +537,7 @@ def scenario(c: Cluster, tr: Trial, args: argparse.Namespace, step: float) -> No
     t0 = time.monotonic()
     c.kill(victim)
     survivors = [i for i in range(n) if i not in (victim, leaver)]
-    tr.fail_s, pending = wait_all(
-        survivors, lambda i: (m := c.member(i, fname)) is not None and m.status == "failed",
-        t0, FAIL_LIMIT, step,
-    )  # fmt: skip
+    tr.fail_s, pending = wait_status(c, survivors, fname, "failed", t0, FAIL_LIMIT, step)
     if tr.fail_s is None:
         note(tr, f"failure not seen by all: {describe_pending(c, pending, fname)}")
     print(f"{label} failure detected by all {fmt_s(tr.fail_s)}", flush=True)
@@ -648,9 +651,7 @@ def main() -> int:
     args = ap.parse_args()
     if min(args.n) < 4:
         ap.error("--n must be at least 4 (a leaver, a replaced and a failed agent, 2 more)")
-    missing = binaries_missing(args.impl)
-    if missing is not None:
-        print(missing, file=sys.stderr)
+    if not binaries_present(args.impl):
         return 1
     interrupt_on_signals()
     out: dict[str, Any] = {}

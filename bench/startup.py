@@ -45,7 +45,7 @@ from _common import (
     SERF,
     SERF_TRIO,
     agent_env,
-    binaries_missing,
+    binaries_present,
     free_port,
     impls,
     interrupt_on_signals,
@@ -203,9 +203,7 @@ def main() -> int:
     ap.add_argument("--impl", choices=IMPLS, default="both")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args()
-    missing = binaries_missing(args.impl)
-    if missing is not None:
-        print(missing, file=sys.stderr)
+    if not binaries_present(args.impl):
         return 1
     interrupt_on_signals()
     results: dict[str, Any] = {}
