@@ -72,3 +72,26 @@ def test_capacity_bench_runs() -> None:
 def test_core_profile_bench_runs() -> None:
     out = run("core_profile.py", "--quick", "--sizes", "16", timeout=120)
     assert "merge" in out and "gossip" in out, out
+
+
+def test_detect_bench_runs() -> None:
+    out = run("detect.py", "--n", "3", "--trials", "1")
+    assert "failure detection (all)" in out, out
+
+
+def test_cli_latency_bench_runs() -> None:
+    out = run("cli_latency.py", "--runs", "2")
+    assert "serf-trio members -> serf-trio agent" in out, out
+
+
+def test_sim_throughput_bench_runs() -> None:
+    out = run(
+        "sim_throughput.py",
+        *("--nodes", "20", "--converged", "--warmup", "1", "--seconds", "2"),
+    )
+    assert "node-seconds/s" in out, out
+
+
+def test_encryption_bench_runs() -> None:
+    out = run("encryption.py", "--n", "2", "--idle", "1", "--rounds", "200")
+    assert "secretbox" in out, out
