@@ -11,7 +11,7 @@ reaper removes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from serf_trio.record import record
 
@@ -57,6 +57,9 @@ class MemberState:
     leave_time: float = 0.0  # core time it became failed/left (for reaping)
     leaving_since: float = 0.0  # core time a leave intent made it "leaving"
     leaving_incarnation: int = 0  # memberlist incarnation when it became "leaving"
+    # Held by several nodes' tables at once (simulation only: ``SerfNode.assume_converged``);
+    # never written through: ``Membership`` copies it first (copy-on-write).
+    shared: bool = field(default=False, repr=False, compare=False)
 
     @property
     def protocol_max(self) -> int:

@@ -27,6 +27,7 @@ kept in a ``TimerHeap`` so ``next_deadline`` peeks instead of walking the watch.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from ..swim.api import MemberEvent, MemberEventKind, MemberInfo, Notice, State
@@ -57,6 +58,7 @@ class Membership:
         self._config = ctx.config
         self._name = ctx.name
         self._members = ctx.members
+        self._down = ctx.down
         self._out = ctx.out
         self._is_alive = ctx.is_alive
         self._counters = ctx.counters
@@ -75,6 +77,15 @@ class Membership:
 
     def next_deadline(self) -> float | None:
         return self._leaving_timers.peek(self._still_leaving)
+
+    def _own(self, m: MemberState) -> MemberState:
+        """``m`` itself, or this node's private copy if it is shared (copy-on-write: every
+        write to a member goes through a record this returned)."""
+        if not m.shared:
+            return m
+        mine = dataclasses.replace(m, shared=False)
+        self._members[m.name] = mine
+        return mine
 
     def _emit(self, kind: str, m: MemberState) -> None:
         self._out.emit(SerfMemberEvent(kind, (m.view(),)))
@@ -96,6 +107,7 @@ class Membership:
             return self._intents.upsert(msg.node, "join", msg.ltime, now)
         if msg.ltime <= m.status_ltime:
             return False
+        m = self._own(m)
         m.status_ltime = msg.ltime
         if m.status == "leaving":
             m.status = "alive"  # the leave must have been older than this join
@@ -115,6 +127,7 @@ class Membership:
             # has just witnessed the leave's time and so beats it everywhere.
             self.broadcast_join(now)
             return False
+        m = self._own(m)
         m.status_ltime = msg.ltime
         if m.status == "alive":
             info = self._member_info(msg.node)
@@ -138,6 +151,7 @@ class Membership:
             m = self._members.get(info.name)
             if m is None:
                 return
+            m = self._own(m)
             m.addr, m.tags, m.vsn = info.addr, decode_tags(info.meta), info.vsn or m.vsn
             self._emit("member-update", m)
 
@@ -157,11 +171,13 @@ class Membership:
                 self._mark_leaving(m, now, info.incarnation)
             self._members[info.name] = m
         else:
+            m = self._own(m)
             if m.status == "failed" and now - m.leave_time < self._config.flap_timeout:
                 self._counters.flaps += 1  # serf handleNodeJoin: serf.member.flap
             m.status = "alive"
             m.leave_time = 0.0
             m.addr, m.tags, m.vsn = info.addr, tags, info.vsn or m.vsn
+            self._down.pop(info.name, None)
         self._reaper.cancel_prune(info.name)
         self._emit("member-join", m)
 
@@ -170,15 +186,17 @@ class Membership:
         if m is None:
             return
         graceful = info.state is State.LEFT
+        if m.status not in ("leaving", "alive"):
+            return
+        m = self._own(m)
         if m.status == "leaving" or (graceful and m.status == "alive"):
             # Improvement: memberlist's own graceful leave is a leave even if we missed the
             # intent (Serf would call the member failed).
             m.status = "left"
-        elif m.status == "alive":
-            m.status = "failed"
         else:
-            return
+            m.status = "failed"
         m.leave_time = now
+        self._down[m.name] = None
         self._emit("member-leave" if m.status == "left" else "member-failed", m)
 
     # ------------------------------------------------------------------ the leaving watch
@@ -226,6 +244,7 @@ class Membership:
                 # woken at the same instant forever); the second is the original test.
                 reason = "timeout"
             if reason:
+                m = self._own(m)
                 m.status = "alive"
                 self._unwatch(name)
                 self._out.emit(Notice("leaving_cleared", {"node": m.name, "reason": reason}))

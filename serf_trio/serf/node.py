@@ -53,6 +53,7 @@ from ..swim.api import (
 )
 from ..swim.broadcast import TransmitLimitedQueue
 from ..swim.config import SwimConfig
+from ..swim.members import NodeRecord
 from ..swim.node import Memberlist, SwimStats
 from ..wire.messages import DEFAULT_VSN
 from .config import SerfConfig
@@ -105,6 +106,16 @@ class SeedMember:
     info: MemberInfo
     tags: dict[str, str]
     status_ltime: int
+
+
+class SharedTables:
+    """What the cores of one converged bootstrap share (``SerfNode.assume_converged``;
+    simulation only): one memberlist record and one Serf member record per member, each
+    copied by a node only when that node changes it (copy-on-write)."""
+
+    def __init__(self) -> None:
+        self.swim: dict[str, NodeRecord] = {}
+        self.serf: dict[str, MemberState] = {}
 
 
 @record
@@ -286,7 +297,7 @@ class SerfNode:
         now: float,
         members: Sequence[SeedMember],
         member_clock: int,
-        shared: dict[str, object] | None = None,
+        shared: SharedTables | None = None,
     ) -> None:
         """Start as a node of a converged cluster: memberlist knows every one of ``members``
         alive (``Memberlist.assume_converged``), the Serf table has each one alive with its
@@ -297,20 +308,28 @@ class SerfNode:
         For simulation and tests only (``testing.sim.Simulator.bootstrap_converged``); call it
         right after construction.  No member-join is emitted for the others (a converged
         cluster has delivered them); the member-join for ourselves still comes with the
-        first call, as it does for any node.  ``shared``: see ``Memberlist.assume_converged``.
+        first call, as it does for any node.  ``shared``, one ``SharedTables`` the caller
+        hands to every core of the same bootstrap, makes them share the records of each
+        member (see ``Memberlist.assume_converged``).
         """
         if any(m.status_ltime >= member_clock for m in members):
             raise ValueError("member_clock must be past every status time")
-        self._ml.assume_converged(now, [m.info for m in members], shared)
+        self._ml.assume_converged(
+            now, [m.info for m in members], shared.swim if shared is not None else None
+        )
         table = self._members
         for m in members:
             info = m.info
             if info.name == self.name:
                 table[self.name].status_ltime = m.status_ltime
-            else:
-                table[info.name] = MemberState(
-                    info.name, info.addr, m.tags, "alive", info.vsn, m.status_ltime
-                )
+                continue
+            state = shared.serf.get(info.name) if shared is not None else None
+            if state is None:
+                state = MemberState(info.name, info.addr, m.tags, "alive", info.vsn, m.status_ltime)
+                if shared is not None:
+                    state.shared = True
+                    shared.serf[info.name] = state
+            table[info.name] = state
         self.clock.witness(member_clock - 1)
 
     # ------------------------------------------------------------------ views

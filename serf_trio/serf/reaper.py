@@ -44,6 +44,7 @@ class Reaper:
         self._config = ctx.config
         self._name = ctx.name
         self._members = ctx.members
+        self._down = ctx.down
         self._out = ctx.out
         self._rng = ctx.rng
         self._is_alive = ctx.is_alive
@@ -76,6 +77,7 @@ class Reaper:
         """Forget a member for good (``member-reap``).  A prune still armed for the name is
         left to fire on nothing, as it always did."""
         m = self._members.pop(name, None)
+        self._down.pop(name, None)
         if m is None:
             return
         self._forget(name)
@@ -100,24 +102,33 @@ class Reaper:
         """serf reaper: failed past reconnect_timeout, left past tombstone_timeout."""
         self._intents.expire(now)
         cfg = self._config
-        for m in list(self._members.values()):
-            if m.name == self._name:
-                continue
+        for m in self._down_members():
             if (m.status == "failed" and now - m.leave_time > cfg.reconnect_timeout) or (
                 m.status == "left" and now - m.leave_time > cfg.tombstone_timeout
             ):
                 self.erase(m.name)
 
+    def _down_members(self) -> list[MemberState]:
+        """The failed and left members (not ourselves), oldest first: O(down), not O(N)."""
+        out: list[MemberState] = []
+        for name in list(self._down):
+            m = self._members.get(name)
+            if m is None or m.status not in ("failed", "left"):
+                del self._down[name]  # erased, or back (membership keeps this tidy anyway)
+            elif name != self._name:
+                out.append(m)
+        return out
+
     def _reconnect(self, now: float) -> None:
         """serf reconnect: with probability failed/alive, rejoin one random failed member."""
         if not self._is_alive():
             return
-        members = self._members
-        failed = [m for m in members.values() if m.status == "failed"]
+        down = self._down_members()
+        failed = [m for m in down if m.status == "failed"]
         if not failed:
             return
-        left = sum(1 for m in members.values() if m.status == "left")
-        alive = len(members) - len(failed) - left
+        left = len(down) - len(failed)
+        alive = len(self._members) - len(failed) - left
         prob = len(failed) / (alive or 1)
         if self._rng.random() > prob:
             return

@@ -17,14 +17,22 @@ Rules owned here (memberlist ``state.go``):
   ``targets``.  A new node joins the cycle's unwalked part; reaped nodes are dropped when met.
 
 Records are mutable and private to the core; the outside sees frozen ``MemberInfo`` copies.
+
+Shared records (simulation only): a simulated converged cluster hands the *same* record of a
+member to every node's table (``shared=True``), so 10,000 nodes hold 10,000 records instead of
+10^8.  A table copies a shared record before its first change (``own``: copy-on-write; every
+write to a record's fields goes through a record ``own`` returned).  The probe list keeps the
+shared object until it is next read, when the table's own copy replaces it (``_current``); the
+gossip cycle gets the copy as a new entry and drops the old one when it meets it.  A core that
+never saw a shared record pays one attribute test per list read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from ..wire.codec import encode_node_state
 from ..wire.messages import PushNodeState
@@ -49,6 +57,8 @@ class NodeRecord:
     # from (see ``push_state``); the core mutates records in place, so validity is checked by
     # comparing those values instead of invalidating at every write.
     _push: _PushCache | None = field(default=None, repr=False, compare=False)
+    # Held by several tables at once (see the module docstring); never written through.
+    shared: bool = field(default=False, repr=False, compare=False)
 
     def push_state(self) -> bytes:
         """This record as an encoded push/pull ``pushNodeState`` (memberlist sendLocalState).
@@ -64,18 +74,6 @@ class NodeRecord:
         data = encode_node_state(self.node_state())
         self._push = (key, data)
         return data
-
-    def share_push_state(self, shared: dict[str, object]) -> None:
-        """Take this member's encoded push/pull state from ``shared`` (keyed by name), where a
-        record of the same member in another core left it, or build it and leave it there.
-        The cache is keyed by the fields it encodes, so it stays valid for every record that
-        holds those values (simulated clusters: one encoding per member, not per node)."""
-        cached = shared.get(self.name)
-        if cached is None:
-            self.push_state()
-            shared[self.name] = self._push
-        else:
-            self._push = cast(_PushCache, cached)
 
     def node_state(self) -> PushNodeState:
         """This record as a push/pull ``pushNodeState``."""
@@ -142,12 +140,60 @@ class MemberTable:
         self._gossip: GossipCycle[NodeRecord] = GossipCycle(rng)
         self._ring = GossipRing()  # alive members in ring order (gossip backstop)
         self._ring_turn = 0  # which ring successor this gossip round's first target is
+        self._stale = 0  # probe-list entries holding a shared record the table has copied
 
     def __len__(self) -> int:
         return len(self._map)
 
     def __iter__(self) -> Iterator[NodeRecord]:
+        if self._stale:
+            # Shared records the table has since copied: replace them all in one pass.
+            current = self._map
+            self._list = [current[rec.name] if rec.shared else rec for rec in self._list]
+            self._stale = 0
         return iter(self._list)
+
+    def _current(self, i: int) -> NodeRecord:
+        """The probe list's entry ``i``, after replacing it by the table's copy if it is a
+        shared record the table has since copied (``own``)."""
+        rec = self._list[i]
+        if self._stale and rec.shared:
+            mine = self._map[rec.name]
+            if mine is not rec:
+                self._list[i] = rec = mine
+                self._stale -= 1
+        return rec
+
+    def own(self, rec: NodeRecord) -> NodeRecord:
+        """``rec`` itself, or the table's private copy of it if it is shared (copy-on-write:
+        call before changing a record, and use the result)."""
+        if not rec.shared:
+            return rec
+        mine = dataclasses.replace(rec, shared=False)
+        self._map[rec.name] = mine
+        self._stale += 1  # probe-list entries still holding a copied shared record
+        self._gossip.add(mine)  # the shared entry is no longer current: dropped when drawn
+        return mine
+
+    def add_converged(self, recs: Sequence[NodeRecord]) -> None:
+        """``add`` all of ``recs`` (alive: not checked; none known yet; shared ones may be
+        held by other tables too) in bulk: the probe list is shuffled once (a uniformly
+        random order, as one-by-one random insertions give) and the ring sorted once, so a
+        converged start of N members costs O(N log N) mostly in C, not O(N^2) memmoves."""
+        table = self._map
+        fresh = {rec.name: rec for rec in recs}
+        if len(fresh) != len(recs) or not fresh.keys().isdisjoint(table):
+            raise ValueError("add_converged takes distinct members not known yet")
+        table.update(fresh)
+        probe = self._list
+        probe.extend(recs)
+        # A uniformly random order, like ``rng.shuffle`` but sorted in C by 64-bit random keys
+        # (a converged start of 10,000 nodes shuffles 10^8 entries).
+        keys = memoryview(self._rng.randbytes(8 * len(probe))).cast("Q")
+        self._list = [probe[i] for i in sorted(range(len(probe)), key=keys.__getitem__)]
+        self._counts[State.ALIVE] += len(recs)
+        self._gossip.extend(recs)
+        self._ring.insert_many(fresh)
 
     def get(self, name: str) -> NodeRecord | None:
         return self._map.get(name)
@@ -171,6 +217,7 @@ class MemberTable:
 
     def set_state(self, rec: NodeRecord, state: State, now: float) -> None:
         """Change a node's state and stamp the change time (keeps the per-state counts)."""
+        assert not rec.shared, "own() the record before changing it"
         if rec.state is not state:
             self._counts[rec.state] -= 1
             self._counts[state] += 1
@@ -195,7 +242,7 @@ class MemberTable:
                 if not self._list:
                     return None
                 continue
-            rec = self._list[self._probe_index]
+            rec = self._current(self._probe_index)
             self._probe_index += 1
             if rec.name == self_name or rec.dead_or_left:
                 checked += 1
@@ -210,7 +257,7 @@ class MemberTable:
         """
         kept: list[NodeRecord] = []
         gone: list[NodeRecord] = []
-        for rec in self._list:
+        for rec in self:
             if rec.dead_or_left and rec.name != keep and now - rec.state_change > reap_after:
                 gone.append(rec)
             else:
@@ -234,11 +281,11 @@ class MemberTable:
         if k <= 0 or n == 0:
             return []
         if n <= _SCAN_BELOW or (expected is not None and expected * 8 < n):
-            pool = [r for r in self._list if pred(r)]
+            pool = [r for r in self if pred(r)]
             return self._rng.sample(pool, min(k, len(pool)))
         chosen: dict[str, NodeRecord] = {}
         for _ in range(16 * k + 64):
-            rec = self._list[self._rng.randrange(n)]
+            rec = self._current(self._rng.randrange(n))
             if rec.name not in chosen and pred(rec):
                 chosen[rec.name] = rec
                 if len(chosen) >= k:

@@ -298,7 +298,7 @@ class Memberlist:
         self,
         now: float,
         members: Sequence[MemberInfo],
-        shared: dict[str, object] | None = None,
+        shared: dict[str, NodeRecord] | None = None,
     ) -> None:
         """Start as a node of a cluster whose join has already converged: every one of
         ``members`` (other nodes, each as its own ``local`` reads: incarnation, address, meta,
@@ -311,25 +311,33 @@ class Memberlist:
         effects (a converged cluster has delivered its join events); new members take random
         probe-list positions from the core's RNG, as members learnt by a join do.
 
-        ``shared``, one dict the caller hands to every core of the same bootstrap, lets them
-        share each member's encoded push/pull state (the record's cache, which push/pull
-        fills anyway): one encoding per member instead of one per member per node, and no
-        per-node copy of the bytes until the member changes.
+        ``shared``, one dict the caller hands to every core of the same bootstrap, makes them
+        share each member's record (``members`` module docstring: copy-on-write), built by
+        the first core and found by the others under the member's name, with its encoded
+        push/pull state: one record and one encoding per member instead of one per member and
+        node (10,000 nodes: 10^4 records, not 10^8).  Every core of the bootstrap must be
+        given the same ``members`` and ``now`` (the first one's records are taken as they are).
         """
         table = self._members
         if len(table) != 1:
             raise RuntimeError("assume_converged must come before any other member is known")
+        recs: list[NodeRecord] = []
         for info in members:
             if info.name == self.name:
                 continue
             if info.state is not State.ALIVE:
                 raise ValueError(f"assume_converged takes alive members, not {info!r}")
-            rec = NodeRecord(
-                info.name, info.addr, info.meta, info.incarnation, State.ALIVE, info.vsn, now
-            )
-            if shared is not None:
-                rec.share_push_state(shared)
-            table.add(rec)
+            rec = shared.get(info.name) if shared is not None else None
+            if rec is None:
+                rec = NodeRecord(
+                    info.name, info.addr, info.meta, info.incarnation, State.ALIVE, info.vsn, now
+                )
+                if shared is not None:
+                    rec.shared = True
+                    rec.push_state()
+                    shared[info.name] = rec
+            recs.append(rec)
+        table.add_converged(recs)
         self._queue.reset()
         self._queue.pop_finished()
 
@@ -839,6 +847,7 @@ class Memberlist:
             self._refute(msg.incarnation, accuser="")
             return
         self._queue_broadcast(msg.node, msg)
+        rec = self._members.own(rec)
         if msg.vsn:
             rec.vsn = msg.vsn
         rec.incarnation = msg.incarnation
@@ -877,6 +886,7 @@ class Memberlist:
             self._refute(msg.incarnation, accuser=msg.from_)
             return False
         self._queue_broadcast(msg.node, msg)
+        rec = self._members.own(rec)
         rec.incarnation = msg.incarnation
         self._members.set_state(rec, State.SUSPECT, now)
         self._suspicions_raised += 1
@@ -950,6 +960,7 @@ class Memberlist:
             self._leave_broadcast = self._queue_broadcast(msg.node, msg, notify=True)
         else:
             self._queue_broadcast(msg.node, msg)
+        rec = self._members.own(rec)
         rec.incarnation = msg.incarnation
         if rec.state is State.SUSPECT and msg.from_ != msg.node:
             self._suspicions_confirmed += 1

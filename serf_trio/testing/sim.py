@@ -85,7 +85,7 @@ from ..serf.effects import (
 )
 from ..serf.internal import KeyReport, key_query
 from ..serf.members import SerfMember
-from ..serf.node import SeedMember, SerfError
+from ..serf.node import SeedMember, SerfError, SharedTables
 from ..serf.query import QueryParam, QueryParamsLike
 from ..swim.api import (
     Address,
@@ -103,6 +103,7 @@ from ..swim.api import (
 )
 from ..swim.config import LAN, SwimConfig
 from ..swim.formulas import next_tick
+from ..swim.members import NodeRecord
 from ..wire.crypto import Algorithm, Envelope
 from .netmodel import CONNECTION_REFUSED, LinkProfile, NetModel
 from .pump import KeyringWriter, WireSeal, keyring_write_error, seeded_envelope
@@ -161,7 +162,7 @@ class ConvergibleSwim(Protocol):
     @property
     def local(self) -> MemberInfo: ...
     def assume_converged(
-        self, now: float, members: Sequence[MemberInfo], shared: dict[str, object] | None = None
+        self, now: float, members: Sequence[MemberInfo], shared: dict[str, NodeRecord] | None = None
     ) -> None: ...
 
 
@@ -175,7 +176,7 @@ class ConvergibleSerf(Protocol):
         now: float,
         members: Sequence[SeedMember],
         member_clock: int,
-        shared: dict[str, object] | None = None,
+        shared: SharedTables | None = None,
     ) -> None: ...
 
 
@@ -515,6 +516,8 @@ class Simulator:
         self._serf_seen: dict[str, dict[str, tuple[str, float]]] = {}
         # subject -> observer -> time of the observer's latest "subject is DEAD" event
         self._dead_seen: dict[str, dict[str, float]] = {}
+        # subject -> observer -> when the observer last took ``subject`` back from DEAD
+        self._back_seen: dict[str, dict[str, float]] = {}
         self._events = 0
         self._packets_sent = 0
         self._packets_delivered = 0
@@ -654,7 +657,6 @@ class Simulator:
             self._create_node(None, config, envelope() if envelope else None) for _ in range(count)
         ]
         now = self.now
-        shared: dict[str, object] = {}  # one encoded push/pull state per member, for all
         serf = [n.core for n in nodes if isinstance(n.core, SerfCore)]
         if len(serf) == count:
             seeds = [
@@ -665,10 +667,12 @@ class Simulator:
                 )
                 for ltime, core in enumerate(serf)
             ]
+            tables = SharedTables()  # one record per member for every core (copy-on-write)
             for core in serf:
-                cast(ConvergibleSerf, core).assume_converged(now, seeds, count, shared)
+                cast(ConvergibleSerf, core).assume_converged(now, seeds, count, tables)
         elif not serf and all(isinstance(n.core, ConvergibleSwim) for n in nodes):
             infos = [cast(ConvergibleSwim, n.core).local for n in nodes]
+            shared: dict[str, NodeRecord] = {}  # one record per member (copy-on-write)
             for n in nodes:
                 cast(ConvergibleSwim, n.core).assume_converged(now, infos, shared)
         else:
@@ -1037,9 +1041,7 @@ class Simulator:
             if ev.kind == "member-failed":
                 self._dead_seen.setdefault(m.name, {})[node.name] = now
             elif ev.kind == "member-join":
-                seen = self._dead_seen.get(m.name)
-                if seen is not None:
-                    seen.pop(node.name, None)
+                self._back_from_dead(m.name, node.name)
             if self.record_trace:
                 self._record(node.name, f"{ev.kind} {m.name} {m.status} {m.status_ltime}")
 
@@ -1095,14 +1097,19 @@ class Simulator:
         core = cast(KeyedCore, node.core)  # only a Serf core emits KeyringChanged
         self._apply(node, core.key_persisted(self.now, ev.token, error))
 
+    def _back_from_dead(self, subject: str, observer: str) -> None:
+        """``observer`` holds ``subject`` alive again: no longer dead, and back at ``now``
+        if it had been dead."""
+        seen = self._dead_seen.get(subject)
+        if seen is not None and seen.pop(observer, None) is not None:
+            self._back_seen.setdefault(subject, {})[observer] = self.now
+
     def _member_event(self, node: SimNode, ev: MemberEvent) -> None:
         m = ev.member
         if ev.kind is MemberEventKind.LEAVE and m.state is State.DEAD:
             self._dead_seen.setdefault(m.name, {})[node.name] = self.now
         elif ev.kind is MemberEventKind.JOIN:
-            seen = self._dead_seen.get(m.name)
-            if seen is not None:
-                seen.pop(node.name, None)
+            self._back_from_dead(m.name, node.name)
         if self.record_trace:
             self._record(
                 node.name, f"{ev.kind.value} {m.name} {m.state.name.lower()} {m.incarnation}"
@@ -1279,6 +1286,11 @@ class Simulator:
         """{observer: when it last saw ``subject`` become DEAD (Serf: member-failed)}, for
         observers that still hold it dead; a copy (per-observer detection times)."""
         return dict(self._dead_seen.get(subject, {}))
+
+    def back_seen_by(self, subject: str) -> dict[str, float]:
+        """{observer: when it last took ``subject`` back after holding it DEAD (Serf: a
+        member-join after member-failed)}; a copy (per-observer times a partition healed)."""
+        return dict(self._back_seen.get(subject, {}))
 
     def serf_view(self, name: str) -> dict[str, str]:
         """``name``'s Serf member table: {member name: status}."""

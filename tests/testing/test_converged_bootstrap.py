@@ -18,10 +18,11 @@ import pytest
 from serf_trio.serf.config import SerfConfig
 from serf_trio.serf.node import SerfNode
 from serf_trio.swim.api import Address, State
+from serf_trio.swim.members import NodeRecord
 from serf_trio.swim.node import Memberlist
 from serf_trio.testing.sim import SIM_CONFIG, Simulator, serf_factory
-from serf_trio.wire.codec import encode_node_state
-from serf_trio.wire.messages import PushNodeState
+from serf_trio.wire.codec import encode_message, encode_node_state
+from serf_trio.wire.messages import PushNodeState, Suspect
 
 N = 20
 
@@ -171,15 +172,16 @@ def test_assume_converged_only_on_a_fresh_core() -> None:
         )
 
     a, b, c = core(0), core(1), core(2)
-    shared: dict[str, object] = {}
+    shared: dict[str, NodeRecord] = {}
     a.assume_converged(0.0, [a.local, b.local], shared)
-    # The member's push/pull encoding is made once for every core of the bootstrap.
-    cache = cast(tuple[object, bytes], shared["m1"])
+    # One record of m1, with its push/pull encoding made once, for every core of the bootstrap.
+    rec = shared["m1"]
+    assert rec.shared
     m1 = b.local
     expected = PushNodeState(
         m1.name, m1.addr.packed(), m1.addr.port, m1.meta or None, 1, State.ALIVE.value, m1.vsn
     )
-    assert cache[1] == encode_node_state(expected)
+    assert rec.push_state() == encode_node_state(expected)
     assert {m.name: m.state for m in a.members()} == {"m0": State.ALIVE, "m1": State.ALIVE}
     assert not a.has_broadcasts()
     with pytest.raises(RuntimeError):
@@ -187,3 +189,58 @@ def test_assume_converged_only_on_a_fresh_core() -> None:
     suspect = dataclasses.replace(c.local, state=State.SUSPECT)
     with pytest.raises(ValueError):
         b.assume_converged(0.0, [suspect])
+
+
+def test_shared_records_are_copied_before_a_change() -> None:
+    """Copy-on-write: one node's suspicion of a member changes that node's table only, the
+    shared record stays as it was for the others, and the changing node's probe list, gossip
+    cycle and push/pull all see its own copy from then on."""
+
+    def core(i: int) -> Memberlist:
+        return Memberlist(
+            SIM_CONFIG, f"m{i}", Address(f"127.0.0.{i + 1}", 7946), rng=random.Random(i), now=0.0
+        )
+
+    cores = [core(i) for i in range(4)]
+    infos = [c.local for c in cores]
+    shared: dict[str, NodeRecord] = {}
+    for c in cores:
+        c.assume_converged(0.0, infos, shared)
+    a, b = cores[0], cores[1]
+    before = shared["m3"]
+    a.handle_packet(1.0, infos[2].addr, encode_message(Suspect(1, "m3", "m2")))
+    assert {m.name: m.state for m in a.members()}["m3"] is State.SUSPECT
+    assert {m.name: m.state for m in b.members()}["m3"] is State.ALIVE
+    assert shared["m3"] is before and before.state is State.ALIVE and before.shared
+    # a's structures all resolve to its private copy.
+    table = a._members  # the structure under test
+    mine = table.get("m3")
+    assert mine is not None and mine is not before and not mine.shared
+    assert [r for r in table if r.name == "m3"] == [mine] and next(
+        r for r in table if r.name == "m3"
+    ) is mine
+    with pytest.raises(AssertionError):
+        table.set_state(before, State.DEAD, 2.0)
+
+
+def test_serf_shared_members_are_copied_before_a_change() -> None:
+    """A crash: the nodes that marked it failed hold their own copies; a node crashed before
+    it heard still holds the shared record, unchanged."""
+    sim = Simulator(5, serf=SerfConfig(), skip_idle_gossip=True)
+    sim.bootstrap_converged(8)
+    sim.run_for(2.0)
+    sim.crash("n3")
+    sim.crash("n6")
+    assert sim.run_until_condition(
+        lambda s: all(
+            m.status == "failed"
+            for n in s.nodes.values()
+            if n.status.up
+            for m in s.serf_core(n.name).members()
+            if m.name in ("n3", "n6")
+        ),
+        sim.now + 60.0,
+        step=0.5,
+    )
+    n3_view = {m.name: m.status for m in sim.serf_core("n3").members()}
+    assert n3_view["n6"] == "alive"  # crashed at the same instant: never heard
