@@ -309,7 +309,9 @@ class SimNode:
         "gossip_armed",
         "gossip_at",
         "index",
+        "last_tick",
         "name",
+        "same_time_ticks",
         "status",
         "swim",
         "timer_at",
@@ -337,6 +339,10 @@ class SimNode:
         self.epoch = 0  # bumped by crash/leave/restart: events of an older life are dropped
         self.timer_at: float | None = None
         self.timer_gen = 0
+        # The last tick's time and how many ticks in a row came at it (a core whose
+        # next_deadline does not advance would loop at one instant forever).
+        self.last_tick = -1.0
+        self.same_time_ticks = 0
         self.gossip_at = 0.0  # when the gossip round is next due (it keeps its phase)
         self.gossip_armed = False  # a gossip event of this epoch is in the heap for gossip_at
 
@@ -531,8 +537,6 @@ class Simulator:
         self._streams_refused = 0
         self._bytes_sent = 0
         self._stream_bytes_sent = 0
-        self._same_time_ticks = 0
-        self._last_tick_time = -1.0
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -904,13 +908,15 @@ class Simulator:
             if gen != node.timer_gen or not node.status.up:
                 self._stale += 1
                 return
-            if now == self._last_tick_time:
-                self._same_time_ticks += 1
-                if self._same_time_ticks > _MAX_SAME_TIME_TICKS:
+            # Per node: thousands of nodes may well tick at one instant (a converged start
+            # arms every node's Serf reaper for the same time).
+            if now == node.last_tick:
+                node.same_time_ticks += 1
+                if node.same_time_ticks > _MAX_SAME_TIME_TICKS:
                     raise RuntimeError(f"{node.name}: next_deadline() does not advance past {now}")
             else:
-                self._last_tick_time = now
-                self._same_time_ticks = 0
+                node.last_tick = now
+                node.same_time_ticks = 0
             node.timer_at = None
             self._ticks += 1
             self._apply(node, node.core.tick(now))

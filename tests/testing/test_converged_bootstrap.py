@@ -244,3 +244,13 @@ def test_serf_shared_members_are_copied_before_a_change() -> None:
     )
     n3_view = {m.name: m.status for m in sim.serf_core("n3").members()}
     assert n3_view["n6"] == "alive"  # crashed at the same instant: never heard
+
+
+@pytest.mark.slow
+def test_more_nodes_than_the_same_instant_guard_may_tick_together() -> None:
+    """A converged start arms every Serf node's reaper for the same instant (15 s): more
+    than a thousand nodes ticking at once is no runaway core (the guard counts per node)."""
+    sim = Simulator(3, serf=SerfConfig(), record_trace=False, skip_idle_gossip=True)
+    sim.bootstrap_converged(1_050)
+    sim.run_until(15.5)
+    assert sim.statistics().ticks >= 1_050
