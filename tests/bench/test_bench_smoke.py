@@ -92,6 +92,13 @@ def test_sim_throughput_bench_runs() -> None:
     assert "node-seconds/s" in out, out
 
 
+def test_sim_sweep_bench_runs() -> None:
+    out = run("sim_sweep.py", "retransmit", "--nodes", "20", "--runs", "2", "--duration", "3")
+    assert "bytes/s per node" in out and row(out, "| 4 |").count("|") == 7, out  # 7 more cells
+    out = run("sim_sweep.py", "suspicion", "--nodes", "10", "--runs", "2", "--values", "3,4")
+    assert "| 3 |" in out and "| 4 |" in out, out
+
+
 def test_encryption_bench_runs() -> None:
     out = run("encryption.py", "--n", "2", "--idle", "1", "--rounds", "200")
     assert "secretbox" in out, out

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serf_trio.cli import app
-from serf_trio.cli.simulate import event_percentiles
+from serf_trio.cli.simulate import event_percentiles, model_percentiles, serf_model_curve
 
 from .test_fast_start import heavy_loaded
 
@@ -146,3 +146,135 @@ def test_simulate_loads_neither_trio_nor_structlog(tmp_path: Path, args: list[st
     heavy = [m for m in loaded if m != "pydantic"]  # Typer's float coercion may use it
     assert heavy == [], f"{' '.join(args)} loaded {heavy}"
     assert proc.stdout.startswith("Usage: serf-trio simulate" if "--help" in args else "{")
+
+
+# HashiCorp's old convergence simulator, derived from its published formula (the serf.io
+# page, _simulator.js): seconds to 50 / 99 / 99.9 / 99.99 % for LAN (0.2 s x 3) unless said.
+MODEL_TABLE = [
+    ((100, 3, 0.2, 0.0, 0.0), (0.8, 1.4, 1.6, 2.0)),
+    ((1_000, 3, 0.2, 0.0, 0.0), (1.0, 1.6, 2.0, 2.2)),
+    ((10_000, 3, 0.2, 0.0, 0.0), (1.4, 2.0, 2.2, 2.6)),
+    ((1_000, 3, 0.2, 0.1, 0.1), (1.2, 2.0, 2.4, 2.8)),
+    ((1_000, 4, 0.5, 0.0, 0.0), (2.0, 3.0, 3.5, 4.5)),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), MODEL_TABLE)
+def test_model_reproduces_the_old_serf_simulator(
+    args: tuple[int, int, float, float, float], expected: tuple[float, ...]
+) -> None:
+    rows = {r["percent"]: r["seconds"] for r in model_percentiles(serf_model_curve(*args))}
+    assert tuple(rows[p] for p in ("50", "99", "99.9", "99.99")) == pytest.approx(expected)
+
+
+def test_simulated_spread_runs_ahead_of_the_model_by_the_phase_it_ignores() -> None:
+    """The model counts whole synchronous rounds; real nodes forward on their own phase, half
+    a round later on average, so the simulated curve is ahead of it, but not absurdly."""
+    doc = simulate_json("--nodes", "100", "--duration", "3", "--runs", "3")
+    event = doc["event"]
+    sim = {r["percent"]: r["seconds"] for r in event["percentiles"]}
+    model = {r["percent"]: r["seconds"] for r in event["model"]}
+    for percent in ("50", "90", "99"):
+        assert 0.25 * model[percent] <= sim[percent] <= model[percent]
+
+
+def test_runs_pool_their_samples() -> None:
+    doc = simulate_json(
+        "--nodes", "20", "--duration", "25", "--crashes", "1", "--runs", "3", "--samples"
+    )
+    assert doc["params"]["runs"] == 3
+    samples = doc["samples"]
+    assert samples["event_population"] == 60 == doc["event"]["population"]
+    assert len(samples["event_times"]) == doc["event"]["reached"] == 60
+    assert samples["event_times"] == sorted(samples["event_times"])
+    assert doc["event"]["runs_all_reached"] == 3
+    det = doc["detection"]
+    assert det["pairs"] == samples["detection_population"] == 3 * 19
+    assert len(samples["detection_times"]) == det["detected"]
+    assert det["crashed"] is None  # a different node in each run
+    single = simulate_json("--nodes", "20", "--duration", "25", "--crashes", "1")
+    assert "samples" not in single
+    # Run 1 of the pool is the single run of the same seed.
+    assert min(samples["detection_times"]) <= single["detection"]["p50"]
+
+
+def test_partition_splits_the_sides_and_serf_merges_them_after_the_heal() -> None:
+    doc = simulate_json(
+        "--nodes", "24", "--partition", "0.25", "--partition-for", "40s", "--duration", "90"
+    )
+    part = doc["partition"]
+    assert part["sizes"] == [6, 18] and part["healed"]
+    assert part["pairs"] == 2 * 6 * 18
+    # Most cross pairs hold each other dead by the heal, though not all: a node whose probes
+    # all fail raises its Lifeguard score and probes up to 8x less often, and the longest
+    # suspicion timeout (no confirmations) is 6 x 4 x log10(24) ~ 33 s.
+    split = part["split"]
+    assert part["pairs"] // 2 <= split["pairs_dead"] <= part["pairs"]
+    assert split["max"] <= 40.0
+    # Serf's reconnect (every 30 s) or the refutation of a dead message brings them back.
+    merged = part["merged"]
+    assert merged["pairs_not_back"] == 0 and merged["max"] <= 45.0
+    assert doc["false_deaths"] == 0  # cross-partition deaths are not false deaths
+
+
+def test_partition_with_memberlist_cores_does_not_merge() -> None:
+    """memberlist alone never probes a dead node again: without Serf's reconnect the
+    sides stay apart (as the real memberlist does)."""
+    doc = simulate_json(
+        "--memberlist",
+        "--nodes",
+        "12",
+        "--partition",
+        "0.5",
+        "--partition-for",
+        "15s",
+        "--duration",
+        "40",
+    )
+    merged = doc["partition"]["merged"]
+    assert doc["partition"]["split"]["pairs_dead"] > 0
+    assert merged["pairs_back"] < doc["partition"]["split"]["pairs_dead"]
+
+
+def test_plot_option_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "spread.png"
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--nodes", "20", "--duration", "25", "--crashes", "1", "--plot", str(png)],
+    )
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert f"plot                  {png}" in result.stdout
+
+
+@pytest.mark.slow
+def test_detection_at_100_nodes_with_1_percent_loss_matches_memberlist() -> None:
+    """The published real-socket figures for memberlist (100 nodes, 1 % loss, 2 ms delay,
+    one kill -9 per run, 30 runs): p50 9.86 s, p99 11.98 s, no false deaths.  The p50 is a
+    property of the protocol (first probe of the dead node ~1 s, the failed round 1 s, the
+    8 s suspicion minimum once two others confirm); over 100 runs it must not be slower.
+    The p99 is the tail of the first probe (the earliest of 99 uniform probe times, ~Exp(1
+    s)): 100 runs see ~4.6 s there where 30 runs see ~3 s, so the bound is the formula's."""
+    doc = simulate_json(
+        "--memberlist",
+        "--nodes",
+        "100",
+        "--loss",
+        "0.01",
+        "--latency",
+        "0.002",
+        "--crashes",
+        "1",
+        "--duration",
+        "30",
+        "--runs",
+        "100",
+    )
+    det = doc["detection"]
+    assert det["undetected"] == 0 and doc["false_deaths"] == 0
+    assert det["p50"] <= 9.9
+    suspicion_min = doc["params"]["suspicion_timeout_min"]
+    # Exp(1 s) first probe: its 99th percentile is ln(100) s; then the failed round, the
+    # suspicion minimum and a second for the confirmations and the spread.
+    assert det["p99"] <= math.log(100) + 1.0 + suspicion_min + 1.0
