@@ -12,11 +12,13 @@ Rules (memberlist queue.go, broadcast.go):
   goes first, i.e. the most-transmitted, then the smallest, then the oldest (memberlist
   ``Prune`` drops from the same end).
 
-Data structure: one sorted list per transmit count ("tier") holding ``(-len, -id)`` so that a
-bisect finds the largest item that fits.  ``get_broadcasts`` costs
-O(T log m + s * m) where T <= retransmit limit is the number of tiers, m the tier size and s the
-messages picked (the ``m`` term is a C-level ``list`` memmove, not a Python loop); queueing costs
-O(log m + m) likewise.  Nothing scans the whole queue per packet.
+Data structure: one sorted list per transmit count ("tier") of ranks, ``len << 64 | id`` (ids
+count up from 1 and never reach 2**64), so a tier is in selection order read backwards and a
+bisect finds the largest, newest item that fits.  ``get_broadcasts`` costs
+O(T log m + s log m + m) where T <= retransmit limit is the number of tiers, m the tier size and
+s the messages picked (the ``m`` term is C-level work on lists of ints: slices, a memmove, a
+merge of the sent items into their next tier); queueing costs O(log m + m) likewise.  Nothing
+scans the whole queue in Python per packet.
 
 Items may ask to be *notified* when they finish (sent the last time, replaced or dropped);
 their ids show up in ``pop_finished()``.  The node uses this for its leave broadcast, which is
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from .formulas import retransmit_limit
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Item:
     id: int
     key: str | None
@@ -41,9 +43,13 @@ class _Item:
     transmits: int
     notify: bool
 
-    def order(self) -> tuple[int, int]:
-        # Ascending order inside a tier: largest first, then newest first.
-        return (-len(self.data), -self.id)
+    def rank(self) -> int:
+        """Ascending order of a tier: smallest first, then oldest (selection order reversed)."""
+        return (len(self.data) << _ID_BITS) | self.id
+
+
+_ID_BITS = 64
+_ID_MASK = (1 << _ID_BITS) - 1
 
 
 class TransmitLimitedQueue:
@@ -56,7 +62,7 @@ class TransmitLimitedQueue:
         self._ids = itertools.count(1)
         self._items: dict[int, _Item] = {}
         self._by_key: dict[str, int] = {}
-        self._tiers: dict[int, list[tuple[int, int]]] = {}
+        self._tiers: dict[int, list[int]] = {}
         self._finished: list[int] = []
         self.dropped = 0  # items pruned because the queue was full
 
@@ -80,37 +86,66 @@ class TransmitLimitedQueue:
         if not self._items:
             return []
         tlimit = retransmit_limit(self._mult, self._num_nodes())
-        used = 0
-        out: list[bytes] = []
-        bumped: list[_Item] = []
+        tiers = self._tiers
         items = self._items
-        for tier_no in sorted(self._tiers):
-            tier = self._tiers[tier_no]
-            while tier:
-                free = limit - used - overhead
+        free = limit - overhead  # room for the next message: limit - used - overhead
+        out: list[bytes] = []
+        # Ranks sent again, by their next tier: re-tiered after the walk, or they would be
+        # picked again from the next tier.
+        bumped: list[tuple[int, list[int]]] = []
+        for tier_no in sorted(tiers):
+            if free <= 0:
+                break
+            tier = tiers[tier_no]
+            i = bisect.bisect_right(tier, (free << _ID_BITS) | _ID_MASK)
+            if i == 0:
+                continue  # nothing of this tier fits
+            # Walk down from the largest newest item that fits, taking each item that still fits
+            # (what picking "the largest that fits" again and again takes) and jumping over those
+            # too large for what is left with a bisect.  Taken items are runs of the tier, moved
+            # out with slices when the walk ends.
+            top = end = i
+            taken: list[int] = []  # in selection order
+            kept: list[int] = []
+            while i > 0:
+                size = tier[i - 1] >> _ID_BITS
+                if size > free:
+                    taken += tier[i:end][::-1]
+                    end = bisect.bisect_right(tier, (free << _ID_BITS) | _ID_MASK, 0, i)
+                    kept[:0] = tier[end:i]
+                    i = end
+                    continue
+                i -= 1
+                free -= size + overhead
                 if free <= 0:
                     break
-                pos = bisect.bisect_left(tier, (-free, -(1 << 62)))
-                if pos >= len(tier):
-                    break  # nothing of this tier fits any more
-                # Taken out of its tier where the search found it (no second search); an item
-                # sent again stays queued and only changes tier.
-                item = items[-tier.pop(pos)[1]]
-                out.append(item.data)
-                used += overhead + len(item.data)
-                if item.transmits + 1 >= tlimit:
-                    self._forget(item)
-                    self._finished_item(item)
-                else:
-                    item.transmits += 1
-                    # Re-tiered after the walk, or it would be picked again from the next tier.
-                    bumped.append(item)
+            taken += tier[i:end][::-1]
+            tier[i:top] = kept
             if not tier:
-                del self._tiers[tier_no]
-            if limit - used - overhead <= 0:
-                break
-        for item in bumped:
-            bisect.insort(self._tiers.setdefault(item.transmits, []), item.order())
+                del tiers[tier_no]
+            if not taken:
+                continue
+            picked = [items[rank & _ID_MASK] for rank in taken]
+            out += [item.data for item in picked]
+            sent = tier_no + 1  # every item of tier n has been sent n times
+            if sent >= tlimit:
+                for item in picked:
+                    self._forget(item)
+                    if item.notify:
+                        self._finished.append(item.id)
+            else:
+                for item in picked:
+                    item.transmits = sent
+                bumped.append((sent, taken))
+        for tier_no, up in bumped:
+            up.reverse()
+            dest = tiers.get(tier_no)
+            if dest is None:
+                tiers[tier_no] = up
+            else:
+                dest += up
+                if up[0] < dest[-len(up) - 1]:
+                    dest.sort()  # two sorted runs: a linear merge
         return out
 
     def pop_finished(self) -> list[int]:
@@ -129,7 +164,7 @@ class TransmitLimitedQueue:
         self._items[item.id] = item
         if item.key is not None:
             self._by_key[item.key] = item.id
-        bisect.insort(self._tiers.setdefault(item.transmits, []), item.order())
+        bisect.insort(self._tiers.setdefault(item.transmits, []), item.rank())
 
     def _forget(self, item: _Item) -> None:
         """Drop ``item`` from the id and key maps (its tier entry is the caller's business)."""
@@ -140,7 +175,7 @@ class TransmitLimitedQueue:
     def _remove(self, item: _Item) -> None:
         self._forget(item)
         tier = self._tiers[item.transmits]
-        pos = bisect.bisect_left(tier, item.order())
+        pos = bisect.bisect_left(tier, item.rank())
         del tier[pos]
         if not tier:
             del self._tiers[item.transmits]
@@ -155,6 +190,5 @@ class TransmitLimitedQueue:
 
     def _drop_last(self) -> None:
         top = max(self._tiers)
-        _, neg_id = self._tiers[top][-1]
-        self._finish(self._items[-neg_id])
+        self._finish(self._items[self._tiers[top][0] & _ID_MASK])
         self.dropped += 1

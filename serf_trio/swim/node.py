@@ -726,11 +726,23 @@ class Memberlist:
             decoded = decode_packet(data)
             for err in decoded.errors:
                 self._violation(_source(src), err)
+            counts = self._messages_in
             for t in decoded.wrappers:
-                tally(self._messages_in, _TYPE_NAMES[t])
+                tally(counts, _TYPE_NAMES[t])
             for msg in decoded.messages:
-                self._count_in(msg)
-                self._dispatch(now, src, msg)
+                # ``_count_in`` and ``_dispatch`` inlined for alive, most of a join storm's
+                # traffic (each member hears each alive ~retransmit_limit times).
+                cls = type(msg)
+                name = _CLASS_NAMES.get(cls, "unknown")
+                seen = counts.get(name)
+                if seen is not None:
+                    counts[name] = seen + 1
+                else:
+                    tally(counts, name)
+                if type(msg) is Alive:
+                    self._on_alive(now, msg, src=src)
+                else:
+                    self._dispatch(now, src, msg)
         return self._finish()
 
     def _dispatch(self, now: float, src: Address, msg: Message) -> None:
@@ -802,9 +814,10 @@ class Memberlist:
     def _on_alive(self, now: float, msg: Alive, *, src: Address | None = None) -> None:
         """Apply an alive message (``src``: the datagram's source; None from a push/pull)."""
         is_local = msg.node == self.name
-        if self._leaving and is_local:
+        if is_local and self._leaving:
             return  # after leaving we never come back through a stale alive
-        if len(msg.vsn) >= 3 and (msg.vsn[0] == 0 or msg.vsn[1] == 0 or msg.vsn[0] > msg.vsn[1]):
+        vsn = msg.vsn
+        if len(vsn) >= 3 and (vsn[0] == 0 or vsn[1] == 0 or vsn[0] > vsn[1]):
             self._violation(_source(src), f"alive for {msg.node!r} with invalid protocol versions")
             return
         try:
@@ -812,8 +825,17 @@ class Memberlist:
         except ValueError:
             self._violation(_source(src), f"alive for {msg.node!r} with invalid Addr")
             return
-        meta = msg.meta or b""
         rec = self._members.get(msg.node)
+        if (
+            rec is not None
+            and msg.incarnation <= rec.incarnation
+            and not is_local
+            and rec.addr is addr  # Address.from_packed shares its results: usually this one
+        ):
+            # The usual case, an alive already known (each member hears it ~retransmit_limit
+            # times): what the rules below decide for it, without their bookkeeping.
+            return
+        meta = msg.meta or b""
         created = False
         updates_node = False
         if rec is None:

@@ -17,8 +17,11 @@ OTHER = "_other"
 def tally(counts: dict[str, int], name: str, n: int = 1) -> None:
     """Add ``n`` to ``counts[name]``, or to ``counts[OTHER]`` once ``MAX_NAMES`` names are
     taken (``OTHER`` itself is the 257th key at most)."""
-    if name in counts or len(counts) < MAX_NAMES:
-        counts[name] = counts.get(name, 0) + n
+    seen = counts.get(name)
+    if seen is not None:
+        counts[name] = seen + n
+    elif len(counts) < MAX_NAMES:
+        counts[name] = n
     else:
         counts[OTHER] = counts.get(OTHER, 0) + n
 

@@ -147,13 +147,44 @@ _TYPE_OF: dict[type, MessageType] = {
 _PACKET_TYPES = frozenset(_TYPE_OF.values())
 
 
+# Decoded gossip (alive, suspect, dead) by its exact bytes, type byte included.  A broadcast is
+# re-gossiped unchanged by every member that learns it, so a member receives the same bytes about
+# ``retransmit_limit`` times (a join storm of N nodes decodes ~N^2 x limit alive messages of
+# which about N differ); the records are immutable values, so the one decoded first is shared.
+# Only successful decodes are kept, and decoding is a function of the bytes alone, so the cache
+# changes no result.  Bounded: emptied when full (a cluster has about one live broadcast per
+# member at a time).  ``_encoded`` below is its counterpart for encoding.
+GOSSIP_CACHE_MAX = 4096
+gossip_cache: dict[bytes, Message] = {}
+_GOSSIP_TYPES = frozenset(
+    int(t) for t in (MessageType.ALIVE, MessageType.SUSPECT, MessageType.DEAD)
+)
+
+# Encoded gossip by record, the record itself kept alongside so that its ``id`` stays its own
+# while cached.  A member re-broadcasts the alive, suspect or dead it learns as it got it, and
+# the same decoded record (``gossip_cache``) reaches every member: a join storm of N nodes
+# encodes each of N alive records N times.  Records are immutable, so their encoding is too.
+_GOSSIP_CLASSES = (Alive, Suspect, Dead)
+_encoded: dict[int, tuple[Message, bytes]] = {}
+
+
 def encode_message(msg: Message) -> bytes:
     """``[type][body]`` for a packet message.  ``UserMsg`` becomes ``08`` + payload (UDP form)."""
+    cls = type(msg)
+    if cls in _GOSSIP_CLASSES:
+        hit = _encoded.get(id(msg))
+        if hit is not None and hit[0] is msg:
+            return hit[1]
+        data = bytes([_TYPE_OF[cls]]) + encode_body(msg)
+        if len(_encoded) >= GOSSIP_CACHE_MAX:
+            _encoded.clear()
+        _encoded[id(msg)] = (msg, data)
+        return data
     if isinstance(msg, UserMsg):
         return bytes([MessageType.USER]) + msg.payload
-    t = _TYPE_OF.get(type(msg))
+    t = _TYPE_OF.get(cls)
     if t is None:
-        raise TypeError(f"{type(msg).__name__} is not a packet message")
+        raise TypeError(f"{cls.__name__} is not a packet message")
     return bytes([t]) + encode_body(msg)
 
 
@@ -452,6 +483,15 @@ def decode_message(buf: bytes) -> Message:
     if not buf:
         raise DecodeError("empty message")
     t = buf[0]
+    if t in _GOSSIP_TYPES and type(buf) is bytes:
+        cached = gossip_cache.get(buf)
+        if cached is not None:
+            return cached
+        msg = decode_body(_MESSAGE_TYPES[t], unpack_one(buf[1:], _NAMES[t]))
+        if len(gossip_cache) >= GOSSIP_CACHE_MAX:
+            gossip_cache.clear()
+        gossip_cache[buf] = msg
+        return msg
     if t == MessageType.USER:
         return UserMsg(bytes(buf[1:]))
     mtype = _MESSAGE_TYPES.get(t)

@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from . import lzw
-from .codec import DecodeError, decode_message, pack, unpack_one
+from .codec import DecodeError, decode_message, gossip_cache, pack, unpack_one
 from .messages import Message, MessageType
 
 COMPOUND_HEADER_OVERHEAD = 2  # type byte + part count
@@ -33,6 +33,7 @@ MAX_COMPOUND_PARTS = 127  # memberlist 0.2.2 checks N*2 in 8 bits: >= 128 parts 
 CRC_HEADER_LEN = 5
 MAX_NESTING = 4  # compress(compound(...)) is normal; deeper is hostile
 MAX_DECOMPRESSED = 1 << 20  # total inflated bytes per datagram; Go never sends near this
+_NO_CACHE: dict[bytes, Message] = {}  # what ``_compound`` looks parts up in when it must not
 
 
 @dataclass(slots=True)
@@ -49,15 +50,15 @@ class DecodedPacket:
 
 def make_compound(parts: list[bytes]) -> bytes:
     """``07 | N | N x u16 length | parts``.  Raises ``ValueError`` on empty parts or N > 127."""
-    if not parts or len(parts) > MAX_COMPOUND_PARTS:
-        raise ValueError(f"compound needs 1..{MAX_COMPOUND_PARTS} parts, got {len(parts)}")
-    if any(not p for p in parts):
+    n = len(parts)
+    if not parts or n > MAX_COMPOUND_PARTS:
+        raise ValueError(f"compound needs 1..{MAX_COMPOUND_PARTS} parts, got {n}")
+    lengths = list(map(len, parts))
+    if 0 in lengths:
         raise ValueError("empty compound part (memberlist 0.2.2 panics on it)")
-    if any(len(p) > 0xFFFF for p in parts):
+    if max(lengths) > 0xFFFF:
         raise ValueError("compound part over 65535 bytes")
-    head = bytes([MessageType.COMPOUND, len(parts)])
-    lengths = b"".join(struct.pack(">H", len(p)) for p in parts)
-    return head + lengths + b"".join(parts)
+    return b"".join([struct.pack(f">BB{n}H", MessageType.COMPOUND, n, *lengths), *parts])
 
 
 def add_crc(data: bytes) -> bytes:
@@ -108,7 +109,7 @@ def encode_packet(parts: list[bytes], *, crc: bool, compress: bool) -> bytes:
     """
     if not parts:
         raise ValueError("a packet needs at least one message")
-    if any(not p for p in parts):
+    if not all(parts):
         raise ValueError("empty message (memberlist 0.2.2 panics on it)")
     data = parts[0] if len(parts) == 1 else make_compound(parts)
     if compress:
@@ -173,9 +174,20 @@ def _compound(data: bytes, out: DecodedPacket, depth: int) -> None:
         raise DecodeError("compound: truncated length table")
     lengths = struct.unpack(f">{n}H", data[2:header_end])
     pos = header_end
+    size = len(data)
+    messages = out.messages
+    # Parts already decoded (see ``codec.gossip_cache``) skip ``_dispatch``: it would give the
+    # same record (only a part nested too deep, which this excludes, reads otherwise).
+    cache = gossip_cache if depth < MAX_NESTING and type(data) is bytes else _NO_CACHE
     for i, ln in enumerate(lengths):
-        if pos + ln > len(data):
+        end = pos + ln
+        if end > size:
             out.errors.append(f"compound: {n - i} of {n} parts truncated")
             return
-        _dispatch(data[pos : pos + ln], out, depth + 1)
-        pos += ln
+        part = data[pos:end]
+        pos = end
+        msg = cache.get(part)
+        if msg is None:
+            _dispatch(part, out, depth + 1)
+        else:
+            messages.append(msg)
