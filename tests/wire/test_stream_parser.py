@@ -116,6 +116,13 @@ class _CountingUnpacker:
         self.unpacks += 1
         return self.inner.unpack()
 
+    def skip(self) -> None:
+        self.unpacks += 1
+        self.inner.skip()
+
+    def tell(self) -> int:
+        return int(self.inner.tell())
+
     def read_bytes(self, n: int) -> bytes:
         return bytes(self.inner.read_bytes(n))
 
@@ -143,3 +150,36 @@ def test_20mib_push_pull_in_4k_chunks_is_linear(monkeypatch: pytest.MonkeyPatch)
     (unpacker,) = counters
     assert unpacker.fed == len(data) - 1  # all but the type byte, exactly once
     assert unpacker.unpacks <= 1 + len(msg.nodes) + feeds  # header + nodes + one miss per feed
+
+
+def test_push_pull_node_states_seen_before_are_not_decoded_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node state whose exact bytes were decoded before comes from the cache: the second
+    push/pull of the same members decodes nothing, and gives an equal message."""
+    monkeypatch.setattr(stream, "_node_states", {})
+    calls: list[object] = []
+    real = stream.decode_node_state
+
+    def counting(obj: object) -> PushNodeState:
+        calls.append(obj)
+        return real(obj)
+
+    monkeypatch.setattr(stream, "decode_node_state", counting)
+    msg = _push_pull(50, b"state")
+    data = encode_stream_message(msg, compress=False)
+    first = StreamParser().feed(data)
+    assert first == msg and len(calls) == 50
+    # Fed one byte at a time: entries are still sliced out whole.
+    parser = StreamParser()
+    out = None
+    for i in range(len(data)):
+        out = parser.feed(data[i : i + 1])
+    assert out == msg and len(calls) == 50
+    # A bad entry is still an error, and is not cached.
+    bad = bytearray(data)
+    pos = bad.index(b"Incarnation") + len(b"Incarnation")
+    bad[pos] = 0xC1  # never used in msgpack
+    with pytest.raises(DecodeError):
+        StreamParser().feed(bytes(bad))
+    assert len(stream._node_states) == 50
