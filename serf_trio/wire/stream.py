@@ -36,6 +36,7 @@ from .codec import (
     encode_body,
     encode_node_state,
     pack,
+    unpack_one,
 )
 from .messages import (
     Ack,
@@ -119,17 +120,7 @@ def _node_state_from_raw(raw: bytes) -> PushNodeState:
     state = _node_states.get(raw)
     if state is not None:
         return state
-    try:
-        obj = msgpack.unpackb(
-            raw,
-            raw=True,
-            strict_map_key=False,
-            max_map_len=_MAX_CONTAINER,
-            max_array_len=_MAX_CONTAINER,
-            max_ext_len=_MAX_CONTAINER,
-        )
-    except MSGPACK_ERRORS as exc:
-        raise DecodeError(f"stream: bad msgpack ({type(exc).__name__})") from exc
+    obj = unpack_one(raw, "stream", max_container=_MAX_CONTAINER)
     state = decode_node_state(obj)
     if len(_node_states) >= NODE_STATES_MAX:
         _node_states.clear()
