@@ -15,8 +15,9 @@ the same code as the command) pooled over ``--runs`` seeds, printed as a Markdow
   99.99 %, events that missed a node within the window) and the bytes every node sends;
 * ``fanout``: ``gossip_nodes`` 1-6, the same columns;
 * ``interval``: ``gossip_interval`` 50 ms to 1 s, the same columns;
-* ``suspicion``: ``suspicion_mult`` 2-6 with one crash per run, against detection p50 / p99 and
-  false deaths under loss.
+* ``suspicion``: ``suspicion_mult`` 2-6 with one crash and ``--slow`` slow nodes (input handled
+  0.5-2.5 s late) per run, against detection p50 / p99, false deaths of healthy nodes and how
+  often the slow ones were declared dead, under loss.
 
 Only simulated results are printed, plus the wall time of each row: the same arguments print
 the same table.
@@ -66,9 +67,11 @@ def spread_row(value: Any, doc: dict[str, Any]) -> str:
 
 def detection_row(value: Any, doc: dict[str, Any]) -> str:
     det = doc["detection"]
+    slow = doc["params"]["slow"] * doc["params"]["runs"]
     return (
         f"| {value} | {doc['params']['suspicion_timeout_min']:g} s | {det['p50']:.2f} s | "
-        f"{det['p99']:.2f} s | {det['undetected']} | {doc['false_deaths']} |"
+        f"{det['p99']:.2f} s | {det['undetected']} | {doc['false_deaths']} | "
+        f"{doc['slow_dead_nodes']} of {slow} |"
     )
 
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loss", type=float)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--slow", type=int, default=5, help="suspicion: slow nodes per run")
     ap.add_argument("--values", help="comma-separated values instead of the sweep's own")
     args = ap.parse_args(argv)
     key, values = SWEEPS[args.sweep]
@@ -93,16 +97,17 @@ def main(argv: list[str] | None = None) -> None:
         values = [kind(v) for v in args.values.split(",")]
     detection = args.sweep == "suspicion"
 
+    slow = f", {args.slow} slow nodes" if detection and args.slow else ""
     print(
-        f"{args.sweep}: {key} at {nodes:,} nodes, loss {loss * 100:g} %, {runs} runs each "
-        f"(seeds {args.seed}-{args.seed + runs - 1}), {duration:g} s observed\n"
+        f"{args.sweep}: {key} at {nodes:,} nodes, loss {loss * 100:g} %{slow}, {runs} runs "
+        f"each (seeds {args.seed}-{args.seed + runs - 1}), {duration:g} s observed\n"
     )
     if detection:
         print(
             "| suspicion_mult | suspicion min | detection p50 | p99 | undetected "
-            "| false deaths |"
+            "| false deaths (healthy) | slow nodes declared dead |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
     else:
         print(
             f"| {key} | 50 % | 99 % | 99.9 % | 99.99 % | runs missing a node "
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             crashes=1 if detection else 0,
             overrides={key: value},
             runs=runs,
+            slow=args.slow if detection else 0,
         )
         walls.append(f"{value}: {time.perf_counter() - start:.1f} s")
         print(detection_row(value, doc) if detection else spread_row(value, doc), flush=True)

@@ -20,7 +20,9 @@ then, over ``--duration`` observed simulated seconds,
    they took each other back (``merged``: Serf's reconnect and the refutation of the dead
    messages; bare memberlist cores never merge, as memberlist alone does not);
 4. false deaths: live nodes declared dead by anyone, apart from the declarations across the
-   partition while it lasted (those are the protocol doing its job);
+   partition while it lasted (those are the protocol doing its job) and those about the
+   ``--slow K`` nodes, which handle their input 0.5-2.5 s late from the same moment
+   (``NetModel.starve``, Lifeguard's case): those are counted apart, being arguably right;
 5. traffic: datagram packets and bytes, and stream bytes, sent per node (all ``N``, crashed
    ones included) per simulated second of the observed window.
 
@@ -205,6 +207,7 @@ def run_once(
     crashes: int,
     partition: float | None,
     partition_for: float,
+    slow: int = 0,
 ) -> dict[str, Any]:
     """One seeded run of the module docstring's experiment: its raw samples and counts."""
     from serf_trio.serf.config import SerfConfig
@@ -248,6 +251,10 @@ def run_once(
     victims = sorted(picker.sample(by_index, crashes), key=lambda n: sim.nodes[n].index)
     for name in victims:
         sim.crash(name)
+    rest = [n for n in by_index if n not in set(victims)]
+    starved = set(picker.sample(rest, slow)) if slow else set()
+    for name in sorted(starved, key=lambda n: sim.nodes[n].index):
+        sim.net.starve(sim.nodes[name].addr)
     side_a: list[str] = []
     side_b: list[str] = []
     heal_at = fault_at + partition_for
@@ -314,6 +321,11 @@ def run_once(
             and side[d.by] != side[d.node]
         )
     ]
+    # A slow node declared dead is arguably a true detection (it does not answer in time);
+    # the false deaths that count are those of healthy nodes.
+    run["slow_deaths"] = sum(d.node in starved for d in false_deaths)
+    run["slow_dead_nodes"] = len({d.node for d in false_deaths if d.node in starved})
+    false_deaths = [d for d in false_deaths if d.node not in starved]
     run["false_deaths"] = len(false_deaths)
     run["false_dead_nodes"] = len({d.node for d in false_deaths})
     after = sim.statistics()
@@ -343,6 +355,7 @@ def run_experiment(
     warmup: float = WARMUP,
     partition: float | None = None,
     partition_for: float = PARTITION_FOR,
+    slow: int = 0,
 ) -> dict[str, Any]:
     """Run the module docstring's experiment ``runs`` times (seeds ``seed``, ``seed + 1``,
     ...) and pool what they measured; the simulated results (no ``wall``), with the pooled
@@ -363,6 +376,7 @@ def run_experiment(
             crashes=crashes,
             partition=partition,
             partition_for=partition_for,
+            slow=slow,
         )
         for i in range(runs)
     ]
@@ -441,6 +455,7 @@ def run_experiment(
             "crashes": crashes,
             "partition": partition,
             "partition_for": partition_for if partition is not None else None,
+            "slow": slow,
             "gossip_interval": config.gossip_interval,
             "gossip_nodes": config.gossip_nodes,
             "probe_interval": config.probe_interval,
@@ -454,6 +469,8 @@ def run_experiment(
         "partition": split,
         "false_deaths": sum(r["false_deaths"] for r in results),
         "false_dead_nodes": sum(r["false_dead_nodes"] for r in results),
+        "slow_deaths": sum(r["slow_deaths"] for r in results),
+        "slow_dead_nodes": sum(r["slow_dead_nodes"] for r in results),
         "traffic": {
             "packets_per_node_per_second": _round(traffic["packets"] / window),
             "bytes_per_node_per_second": _round(traffic["bytes"] / window),
@@ -548,10 +565,16 @@ def render_text(result: dict[str, Any]) -> str:
             )
             lines += ["  " + line for line in _stat_lines(merged)]
     outside = " outside the partition" if part is not None else ""
+    healthy = " healthy" if p["slow"] else ""
     lines.append(
         f"false deaths{outside}   {result['false_deaths']} "
-        f"({result['false_dead_nodes']} live nodes declared dead)"
+        f"({result['false_dead_nodes']}{healthy} live nodes declared dead)"
     )
+    if p["slow"]:
+        lines.append(
+            f"slow nodes declared dead   {result['slow_deaths']} times "
+            f"({result['slow_dead_nodes']} of {p['slow'] * runs} slow nodes)"
+        )
     t = result["traffic"]
     lines += [
         "traffic per node      "
@@ -594,6 +617,13 @@ def simulate(
     ] = None,
     crashes: Annotated[
         int, typer.Option(metavar="K", help="Nodes crashed at once once the event has spread.")
+    ] = 0,
+    slow: Annotated[
+        int,
+        typer.Option(
+            metavar="K",
+            help="Nodes that handle their input 0.5-2.5 s late from when the event has spread.",
+        ),
     ] = 0,
     partition: Annotated[
         float | None,
@@ -643,8 +673,9 @@ def simulate(
 
     N nodes start converged and warm up; then n0 sends one user event and, once it has
     spread, --crashes K random nodes crash and --partition F cuts a fraction of the nodes
-    off for --partition-for; --duration simulated seconds are observed.  --runs R pools R
-    seeds.  The same options and seed give the same results (JSON: all but "wall").
+    off for --partition-for, and --slow K nodes start answering late; --duration simulated
+    seconds are observed.  --runs R pools R seeds.  The same options and seed give the same
+    results (JSON: all but "wall").
     """
     _check(2 <= nodes <= MAX_NODES, "--nodes", f"must be from 2 to {MAX_NODES:,}, not {nodes}")
     _check(
@@ -657,6 +688,11 @@ def simulate(
     )
     _check(0 <= crashes < nodes, "--crashes", f"must be from 0 to {nodes - 1}, not {crashes}")
     _check(1 <= runs <= MAX_RUNS, "--runs", f"must be from 1 to {MAX_RUNS:,}, not {runs}")
+    _check(
+        0 <= slow <= nodes - crashes,
+        "--slow",
+        f"must be from 0 to {nodes - crashes} (the nodes not crashed), not {slow}",
+    )
     _check(
         partition is None or 0.0 < partition < 1.0,
         "--partition",
@@ -720,6 +756,7 @@ def simulate(
         warmup=warmup_s,
         partition=partition,
         partition_for=partition_s,
+        slow=slow,
     )
     if plot is not None:
         from .simulate_plot import write_plot

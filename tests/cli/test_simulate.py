@@ -118,6 +118,10 @@ def test_percentile_rows_stop_at_the_first_that_needs_every_node() -> None:
         (["--suspicion-mult", "0"], "Invalid value for '--suspicion-mult': must be at least 1"),
         (["--duration", "-1"], "Invalid value for '--duration': must be more than 0"),
         (["--profile", "mars"], "Invalid value for '--profile'"),
+        (["--runs", "0"], "Invalid value for '--runs': must be from 1 to 1,000"),
+        (["--partition", "1"], "Invalid value for '--partition': must be a fraction between"),
+        (["--nodes", "5", "--slow", "6"], "Invalid value for '--slow': must be from 0 to 5"),
+        (["--warmup", "x"], "Invalid value for '--warmup': 'x' is not a duration"),
     ],
 )
 def test_bad_options_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
@@ -234,6 +238,21 @@ def test_partition_with_memberlist_cores_does_not_merge() -> None:
     merged = doc["partition"]["merged"]
     assert doc["partition"]["split"]["pairs_dead"] > 0
     assert merged["pairs_back"] < doc["partition"]["split"]["pairs_dead"]
+
+
+def test_slow_nodes_are_counted_apart_from_false_deaths() -> None:
+    """Slow nodes (input handled 0.5-2.5 s late, Lifeguard's case) with an aggressive
+    suspicion multiplier get declared dead; those declarations are reported as slow-node
+    deaths, not as false deaths of healthy nodes.  The default multiplier spares them."""
+    args = ("--nodes", "50", "--slow", "5", "--duration", "60", "--runs", "2")
+    aggressive = simulate_json(*args, "--suspicion-mult", "2")
+    assert aggressive["params"]["slow"] == 5
+    assert aggressive["slow_deaths"] > 0
+    assert 0 < aggressive["slow_dead_nodes"] <= 10
+    assert aggressive["false_deaths"] == 0
+    default = simulate_json(*args)
+    assert default["slow_deaths"] < aggressive["slow_deaths"]
+    assert default["false_deaths"] == 0
 
 
 def test_plot_option_writes_a_png(tmp_path: Path) -> None:
