@@ -69,7 +69,7 @@ def detection_row(value: Any, doc: dict[str, Any]) -> str:
     det = doc["detection"]
     slow = doc["params"]["slow"] * doc["params"]["runs"]
     return (
-        f"| {value} | {doc['params']['suspicion_timeout_min']:g} s | {det['p50']:.2f} s | "
+        f"| {value} | {doc['params']['suspicion_timeout_min']:.1f} s | {det['p50']:.2f} s | "
         f"{det['p99']:.2f} s | {det['undetected']} | {doc['false_deaths']} | "
         f"{doc['slow_dead_nodes']} of {slow} |"
     )

@@ -207,3 +207,25 @@ def test_ring_slot_takes_turns_and_the_cycle_skips_the_successors() -> None:
     assert succ[0] not in firsts and succ[1] in firsts
     t.set_state(first, State.ALIVE, 2.0)
     assert {r[0] for r in _rounds(t, 4, window=8, ring=2)} == set(succ)
+
+
+def test_ring_bulk_insert_equals_one_by_one_and_owns_its_lists() -> None:
+    names = [f"node-{i}" for i in range(300)]
+    one = GossipRing()
+    for name in names[:10]:
+        one.insert(name)
+    bulk = GossipRing()
+    for name in names[:10]:
+        bulk.insert(name)
+    for name in names[10:]:
+        one.insert(name)
+    bulk.insert_many(names[10:])
+    assert len(bulk) == len(one) == 300
+    for name in ("node-0", "node-150", "not-a-member"):
+        assert bulk.successors(name, 2) == one.successors(name, 2)
+    # A second ring built from the same names (the cached sort) is a copy, not an alias.
+    other = GossipRing()
+    other.insert_many(names)
+    other.discard("node-7")
+    assert "node-7" in bulk and "node-7" not in other
+    assert all(n in bulk for n in names)
