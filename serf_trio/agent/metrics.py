@@ -382,6 +382,13 @@ FAMILIES: tuple[Family, ...] = (
         "Event-loop timer wakes more than 100 ms late.",
         field("runtime_lag", "late_wakes"),
     ),
+    Family(
+        "loop_stalls",
+        "counter",
+        "Stalls the node caught up after: its timers moved by the stall and the input that "
+        "piled up read first; local health raised for stalls of a probe timeout or more.",
+        field(ML, "stalls"),
+    ),
 )
 
 

@@ -114,6 +114,14 @@ Round = Literal["probe", "gossip", "push_pull"]
 ROUNDS: tuple[Round, ...] = ("probe", "gossip", "push_pull")
 
 
+# A timer wake this late (seconds) means the loop stalled (``looplag.LATE`` too): the input that
+# arrived meanwhile is read before the due timers run (``_catch_up``), and the core's local
+# health goes up (``note_stall``).
+STALL = 0.1
+CATCH_UP_MIN = 3
+CATCH_UP_YIELDS = 16
+
+
 def _worth_a_line(total: int) -> bool:
     """Whether the ``total``-th drop of a kind is logged: the 1st, 10th, 100th, then every
     1,000th, each line with the running total (a flood must not flood the log too)."""
@@ -431,15 +439,25 @@ class CoreDriver(Generic[C]):
                     with trio.move_on_at(wake):
                         item = await inputs.receive()
                 now = trio.current_time()
+                late = now - wake if wake <= now else 0.0
                 if wake <= now and self.loop_lag is not None:
-                    self.loop_lag.record(now - wake)  # how late this timer ran
+                    self.loop_lag.record(late)  # how late this timer ran
+                effects: list[object] = []
+                if late >= STALL:
+                    # The loop stalled.  What arrived meanwhile is older than the timers now
+                    # due: an ack in the socket buffer would lose to the probe timeout it
+                    # answers, a refutation to the suspicion timer it cancels.  Read it first.
+                    core.note_stall(now, late)  # counted in the core's stats: ``stalls``
+                    if item is not None:
+                        effects.extend(self._dispatch(core, now, item))
+                        item = None
+                    effects.extend(await self._catch_up(core, inputs, now))
                 gossip_at = rounds.get("gossip")
                 if gossip_at is not None and gossip_at <= now and not core.has_broadcasts():
                     # Gossip ticks that passed with nothing to send are skipped before this
                     # wake's core calls, so a broadcast one of them queues goes out at the next
                     # tick of the round's phase, as with a ticker that never stopped.
                     rounds["gossip"] = next_tick(gossip_at, self._period("gossip"), now)
-                effects: list[object] = []
                 if deadline is not None and now >= deadline:
                     effects.extend(core.tick(now))
                 for which, at in rounds.items():
@@ -452,6 +470,31 @@ class CoreDriver(Generic[C]):
                 if self._stop_requested:
                     self.stop()
                     return
+
+    async def _catch_up(
+        self, core: C, inputs: trio.MemoryReceiveChannel[CoreInput], now: float
+    ) -> list[object]:
+        """Dispatch the input that piled up during a stall, before the due timers run.
+
+        The transport's readers were stalled too: a few checkpoints let them move the
+        kernel's backlog into ``inputs`` (they drain bursts), and each batch is dispatched as
+        it comes.  Bounded: at most ``CATCH_UP_YIELDS`` checkpoints, stopping once one brings
+        nothing (after the first ``CATCH_UP_MIN``, which give every reader its turn).
+        """
+        effects: list[object] = []
+        for turn in range(CATCH_UP_YIELDS):
+            await trio.lowlevel.checkpoint()
+            got = 0
+            while True:
+                try:
+                    item = inputs.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                effects.extend(self._dispatch(core, now, item))
+                got += 1
+            if not got and turn + 1 >= CATCH_UP_MIN:
+                break
+        return effects
 
     def _dispatch(self, core: C, now: float, item: CoreInput) -> Sequence[object]:
         if isinstance(item, Datagram):

@@ -404,6 +404,10 @@ class SerfNode:
     def push_pull_period(self) -> float:
         return self._ml.push_pull_period()
 
+    def note_stall(self, now: float, seconds: float) -> None:
+        """See ``Memberlist.note_stall``."""
+        self._ml.note_stall(now, seconds)
+
     def get_coordinate(self, name: str) -> Coordinate | None:
         return self._coords.get(name, self.name)
 

@@ -174,6 +174,7 @@ class SwimStats:
     suspicions_refuted: int = 0  # a suspect member became alive again
     refutations: int = 0  # we refuted an accusation about ourselves
     push_pulls: int = 0  # push/pull exchanges completed (ours and answered)
+    stalls: int = 0  # the driver's loop stalled (``note_stall``): local health raised
     # By memberlist message type (lower case); compound/compress wrappers count once each
     # and the messages inside them by their own type.  UDP and stream messages alike.
     messages_in: dict[str, int] = field(default_factory=dict)
@@ -278,6 +279,7 @@ class Memberlist:
         self._probes_indirect = 0
         self._nacks_received = 0
         self._degraded_probes = 0
+        self._stalls = 0
         self._suspicions_raised = 0
         self._suspicions_confirmed = 0
         self._suspicions_refuted = 0
@@ -387,6 +389,7 @@ class Memberlist:
             probes_indirect=self._probes_indirect,
             nacks_received=self._nacks_received,
             degraded_probes=self._degraded_probes,
+            stalls=self._stalls,
             suspicions_raised=self._suspicions_raised,
             suspicions_confirmed=self._suspicions_confirmed,
             suspicions_refuted=self._suspicions_refuted,
@@ -398,6 +401,37 @@ class Memberlist:
 
     def push_pull_period(self) -> float:
         return push_pull_scale(self.config.push_pull_interval, len(self._members))
+
+    def note_stall(self, now: float, seconds: float) -> None:
+        """The driver's event loop did not run for ``seconds`` (a GC pause, a busy host, a
+        blocking call): our pending timers move by ``seconds``, and, for a stall of at least a
+        probe timeout, Lifeguard's local health goes up by one, as for a missed nack, so our
+        probe timeouts and intervals stretch and our own accusations slow down while we are
+        the slow one.  Successful probes bring it
+        back down.  (Not in memberlist, whose Go
+        runtime does not stall like a Python process; memberlist raises the score only on
+        missed nacks and refutations.)"""
+        del now
+        self._stalls += 1
+        if seconds >= self.config.probe_timeout:
+            # Long enough to have failed a probe of ours: one step per stall, however long.
+            # Shorter ones (a loaded box) only move the timers.
+            self._awareness.apply_delta(1)
+        if seconds <= 0:
+            return
+        # The time we were not running does not count against anyone: the ack or refutation
+        # sent to us meanwhile was waiting unread (the driver reads it right after this).  So
+        # the probe in flight and every pending timer move by the stall.  A suspicion keeps its
+        # start (it identifies the suspicion), so a later confirmation recomputes its
+        # deadline from the real elapsed time, as a new signal should.
+        p = self._probe
+        if p is not None:
+            p.sent += seconds
+            p.deadline += seconds
+        for sus in self._suspicions.values():
+            sus.deadline += seconds
+        self._timers = [(at + seconds, gen, kind, key) for at, gen, kind, key in self._timers]
+        heapq.heapify(self._timers)
 
     # ------------------------------------------------------------------ timers
 

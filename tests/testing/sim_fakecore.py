@@ -126,6 +126,9 @@ class FakeCore:
     def push_pull_period(self) -> float:
         return self.config.push_pull_interval
 
+    def note_stall(self, now: float, seconds: float) -> None:
+        pass
+
     def next_deadline(self) -> float | None:
         ds = list(self.suspects.values())
         if self.probing is not None:
