@@ -95,7 +95,7 @@ from .bus import (
     classify,
 )
 from .delivery import DeliveryStats, EventQueue, Subscribers
-from .looplag import LoopLag
+from .looplag import LATE, LoopLag
 from .report import report
 from .transport import Datagram, Transport, TransportError
 
@@ -114,10 +114,10 @@ Round = Literal["probe", "gossip", "push_pull"]
 ROUNDS: tuple[Round, ...] = ("probe", "gossip", "push_pull")
 
 
-# A timer wake this late (seconds) means the loop stalled (``looplag.LATE`` too): the input that
-# arrived meanwhile is read before the due timers run (``_catch_up``), and the core's local
-# health goes up (``note_stall``).
-STALL = 0.1
+# A timer wake this late (seconds) means the loop stalled, the threshold the loop-lag stats
+# count late wakes by: the core moves its timers (``note_stall``) and the input that arrived
+# meanwhile is read before the due timers run (``_catch_up``).
+STALL = LATE
 CATCH_UP_MIN = 3
 CATCH_UP_YIELDS = 16
 

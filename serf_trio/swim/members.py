@@ -24,7 +24,7 @@ member to every node's table (``shared=True``), so 10,000 nodes hold 10,000 reco
 write to a record's fields goes through a record ``own`` returned).  The probe list keeps the
 shared object until it is next read, when the table's own copy replaces it (``_current``); the
 gossip cycle gets the copy as a new entry and drops the old one when it meets it.  A core that
-never saw a shared record pays one attribute test per list read.
+never copied a shared record pays one integer test per list read.
 """
 
 from __future__ import annotations

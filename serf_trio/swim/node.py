@@ -174,7 +174,7 @@ class SwimStats:
     suspicions_refuted: int = 0  # a suspect member became alive again
     refutations: int = 0  # we refuted an accusation about ourselves
     push_pulls: int = 0  # push/pull exchanges completed (ours and answered)
-    stalls: int = 0  # the driver's loop stalled (``note_stall``): local health raised
+    stalls: int = 0  # the driver's loop stalled (``note_stall``): timers moved by the stall
     # By memberlist message type (lower case); compound/compress wrappers count once each
     # and the messages inside them by their own type.  UDP and stream messages alike.
     messages_in: dict[str, int] = field(default_factory=dict)
@@ -407,8 +407,7 @@ class Memberlist:
         blocking call): our pending timers move by ``seconds``, and, for a stall of at least a
         probe timeout, Lifeguard's local health goes up by one, as for a missed nack, so our
         probe timeouts and intervals stretch and our own accusations slow down while we are
-        the slow one.  Successful probes bring it
-        back down.  (Not in memberlist, whose Go
+        the slow one.  Successful probes bring it back down.  (Not in memberlist, whose Go
         runtime does not stall like a Python process; memberlist raises the score only on
         missed nacks and refutations.)"""
         del now
@@ -764,15 +763,10 @@ class Memberlist:
             for t in decoded.wrappers:
                 tally(counts, _TYPE_NAMES[t])
             for msg in decoded.messages:
-                # ``_count_in`` and ``_dispatch`` inlined for alive, most of a join storm's
-                # traffic (each member hears each alive ~retransmit_limit times).
                 cls = type(msg)
-                name = _CLASS_NAMES.get(cls, "unknown")
-                seen = counts.get(name)
-                if seen is not None:
-                    counts[name] = seen + 1
-                else:
-                    tally(counts, name)
+                tally(counts, _CLASS_NAMES.get(cls, "unknown"))  # ``_count_in``
+                # Alive straight to its handler: most of a join storm's traffic (each member
+                # hears each alive ~retransmit_limit times).
                 if type(msg) is Alive:
                     self._on_alive(now, msg, src=src)
                 else:
