@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
+from serf_trio.testing.faults import agent_env as agent_env  # re-exported for the scripts
+
 HOST = "127.0.0.1"
 TICK = os.sysconf("SC_CLK_TCK")
 SERF_TRIO = Path(sys.executable).parent / "serf-trio"  # the console script of this venv
@@ -57,17 +59,6 @@ def wait_for(pred: Callable[[], bool], limit: float, step: float = 0.05) -> floa
 
 
 # -- agent processes (added for cluster.py and startup.py) ---------------------------------------
-
-
-def agent_env(workdir: Path) -> dict[str, str]:
-    """The environment for agents: no inherited RPC settings, and a bytecode cache in
-    ``workdir`` (``PYTHONPYCACHEPREFIX``), as an installed package has its ``.pyc`` files."""
-    env = dict(os.environ)
-    for var in ("SERF_RPC_ADDR", "SERF_RPC_AUTH", "SERF_TRIO_RPC_SOCKET", "NOTIFY_SOCKET"):
-        env.pop(var, None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
-    return env
 
 
 def spawn_group(

@@ -8,11 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: serf (the reference agent for interop tests) and systemd (systemd-analyze
-# verifies the unit file).
+# Debian packages: serf (the reference agent for interop tests), systemd (systemd-analyze
+# verifies the unit file), iproute2 and nftables (the fault tests' namespaces and rules).
 need=""
 command -v serf >/dev/null 2>&1 || need="$need serf"
 command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v nft >/dev/null 2>&1 || need="$need nftables"
 if [ -n "$need" ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
