@@ -23,6 +23,8 @@ there is loss but no added delay.  Needs root, ``ip`` and ``nft`` (``apt-get ins
     python bench/faults.py --encrypt --scenario loss,partition,freeze
     python bench/faults.py --scenario busy --impl both --json busy.json
     python bench/faults.py --quick --impl serf-trio          # the CI lengths (8 agents)
+    python bench/faults.py --scenario partition --repeat 5   # heal times vary with Serf's
+                                                             # 30 s reconnect tick: repeat
 
 Prints one Markdown table; ``--json FILE`` writes every outcome.
 """
@@ -47,7 +49,8 @@ from serf_trio.testing.faults import Cluster, Fabric, unavailable
 SCENARIOS = ("loss", "partition", "freeze", "busy", "mixed")
 COLUMNS = (
     "scenario", "impls", "encrypted", "agents", "minutes", "false failed", "failed seen",
-    "suspicions", "refutations", "detect s", "heal s", "all alive", "notes",
+    "suspicions", "refutations", "detect s", "heal s", "all alive", "stalls / late wakes",
+    "notes",
 )  # fmt: skip
 
 
@@ -113,7 +116,8 @@ def table(outs: list[sc.Outcome]) -> str:
             o.scenario, o.impls, "yes" if o.encrypted else "no", str(o.agents),
             f"{o.seconds / 60:.1f}", str(len(o.false_failed)), str(o.failed_seen),
             str(o.suspicions), str(o.refutations), f(o.detect_s), f(o.heal_s),
-            "yes" if o.all_alive_end else "NO", "; ".join(o.notes),
+            "yes" if o.all_alive_end else "NO",
+            "-" if o.stalls is None else f"{o.stalls} / {o.late_wakes}", "; ".join(o.notes),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -123,15 +127,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--impl", choices=("serf-trio", "serf", "both"), default="both")
     ap.add_argument("--scenario", default="all", help=f"all, or some of {','.join(SCENARIOS)}")
-    ap.add_argument("--agents", type=int, default=16)
+    ap.add_argument("--agents", type=int, help="agents per cluster (16; --quick: 8)")
     ap.add_argument("--encrypt", action="store_true", help="a gossip key on every agent")
     ap.add_argument("--loss-seconds", type=float, default=600.0)
     ap.add_argument("--partition-seconds", type=float, default=60.0)
     ap.add_argument("--quick", action="store_true", help="the CI lengths: 8 agents, short")
+    ap.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
     ap.add_argument("--json", type=Path, help="write every outcome to this file")
     args = ap.parse_args()
     if args.quick:
-        args.agents, args.loss_seconds, args.partition_seconds = 8, 60.0, 20.0
+        args.loss_seconds, args.partition_seconds = 60.0, 20.0
+    args.agents = args.agents or (8 if args.quick else 16)
     reason = unavailable()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -141,7 +147,7 @@ def main() -> int:
     interrupt_on_signals()
     key = base64.b64encode(os.urandom(32)).decode() if args.encrypt else None
     outs = []
-    for label, kinds, body in plan(args, key):
+    for label, kinds, body in plan(args, key) * args.repeat:
         outs.append(run_one(label, kinds, key, body))
         if args.json:
             args.json.write_text(json.dumps([o.row() for o in outs], indent=1) + "\n")

@@ -42,6 +42,8 @@ class Outcome:
     detect_s: float | None = None  # until every survivor listed the taken member(s) failed
     heal_s: float | None = None  # from the fault's end until every member was alive everywhere
     all_alive_end: bool = False
+    stalls: int | None = None  # serf-trio agents' loop stalls during the scenario
+    late_wakes: int | None = None  # and their timer wakes 100 ms late or more
     notes: list[str] = field(default_factory=list)
 
     def false_seen_by(self, impl_of: dict[str, str], impl: str) -> list[tuple[str, str]]:
@@ -72,6 +74,13 @@ def _count(out: Outcome, tallies: dict[str, Tally], allowed: set[tuple[str, str]
         out.false_failed += [(observer, m) for m in t.failed if (observer, m) not in allowed]
 
 
+def _loops(c: Cluster, out: Outcome, before: tuple[int, int]) -> None:
+    """Record the serf-trio agents' loop stalls and late wakes since ``before``."""
+    if "serf-trio" in c.impls:
+        stalls, late = c.loop_counters()
+        out.stalls, out.late_wakes = stalls - before[0], late - before[1]
+
+
 def _hold(c: Cluster, seconds: float) -> None:
     """Let ``seconds`` pass, watching that no agent process died (RuntimeError if one did)."""
     end = time.monotonic() + seconds
@@ -92,7 +101,7 @@ def _settle(c: Cluster, out: Outcome, limit: float = SETTLE_LIMIT) -> None:
 def lossy(c: Cluster, share: float, seconds: float) -> Outcome:
     """``share`` loss on every link for ``seconds``: nobody should be marked failed."""
     out = _outcome(c, f"loss {share:.0%}", seconds)
-    mark = c.mark()
+    mark, lag0 = c.mark(), c.loop_counters()
     c.fabric.set_loss(share)
     try:
         _hold(c, seconds)
@@ -100,6 +109,7 @@ def lossy(c: Cluster, share: float, seconds: float) -> Outcome:
         c.fabric.set_loss(0)
     _settle(c, out)
     _count(out, c.tallies(since=mark), set())
+    _loops(c, out, lag0)
     return out
 
 
@@ -119,7 +129,7 @@ def partitioned(
     def split() -> bool:
         return all(c.all_see(m, "failed", sides[1 - k]) for k in (0, 1) for m in sides[k])
 
-    mark = c.mark()
+    mark, lag0 = c.mark(), c.loop_counters()
     t0 = time.monotonic()
     c.fabric.partition(*sides)
     try:
@@ -143,6 +153,7 @@ def partitioned(
     _count(out, c.tallies(since=healed), set())
     if len(out.false_failed) > before:
         out.notes.append(f"{len(out.false_failed) - before} of the false failures after the heal")
+    _loops(c, out, lag0)
     return out
 
 
@@ -154,7 +165,7 @@ def frozen(c: Cluster, victim: int, seconds: float, tail: float = 15.0) -> Outco
     out = _outcome(c, f"SIGSTOP {seconds:g} s", seconds)
     others = [i for i in range(len(c)) if i != victim]
     name = c.names[victim]
-    mark = c.mark()
+    mark, lag0 = c.mark(), c.loop_counters()
     t0 = time.monotonic()
     c.freeze(victim)
     try:
@@ -173,6 +184,7 @@ def frozen(c: Cluster, victim: int, seconds: float, tail: float = 15.0) -> Outco
     _hold(c, max(0.0, tail - (time.monotonic() - t_thaw)))
     _settle(c, out)
     _count(out, c.tallies(since=mark), allowed)
+    _loops(c, out, lag0)
     return out
 
 
@@ -182,11 +194,12 @@ def starved(c: Cluster, phases: Sequence[tuple[int, float]], tail: float = 15.0)
     total = sum(s for _, s in phases)
     label = ", then ".join(f"{k} loops {s:g} s" for k, s in phases)
     out = _outcome(c, f"busy: {label}", total)
-    mark = c.mark()
+    mark, lag0 = c.mark(), c.loop_counters()
     for loops, seconds in phases:
         with spin(loops, seconds):
             _hold(c, seconds)
     _hold(c, tail)
     _settle(c, out)
     _count(out, c.tallies(since=mark), set())
+    _loops(c, out, lag0)
     return out

@@ -434,6 +434,23 @@ class Cluster:
             self._drop(a)
             return None
 
+    def loop_counters(self) -> tuple[int, int]:
+        """(stalls caught up after, timer wakes 100 ms late or more), summed over the running
+        serf-trio agents that answer ``stats``: how often their event loops fell behind."""
+        stalls = late = 0
+        for i in self.running():
+            a = self.agent(i)
+            if a.spec.impl != "serf-trio" or self.statuses(i) is None or a.client is None:
+                continue
+            try:
+                st = a.client.stats()
+            except (OSError, RpcError):
+                self._drop(a)
+                continue
+            stalls += int(st.get("memberlist", {}).get("stalls", 0))
+            late += int(st.get("runtime_lag", {}).get("late_wakes", 0))
+        return stalls, late
+
     def _drop(self, a: Agent) -> None:
         if a.client is not None:
             a.client.close()

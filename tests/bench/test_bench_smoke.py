@@ -7,6 +7,7 @@ not when someone next wants the numbers.  The numbers themselves are for ``bench
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -102,3 +103,22 @@ def test_sim_sweep_bench_runs() -> None:
 def test_encryption_bench_runs() -> None:
     out = run("encryption.py", "--n", "2", "--idle", "1", "--rounds", "200")
     assert "secretbox" in out, out
+
+
+def test_faults_bench_runs(tmp_path: Path) -> None:
+    from serf_trio.testing.faults import unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    out = run(
+        "faults.py",
+        *("--quick", "--impl", "both", "--scenario", "freeze", "--agents", "4"),
+        *("--json", str(tmp_path / "out.json")),
+    )
+    rows = [line for line in out.splitlines() if line.startswith("| SIGSTOP 3 s |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["serf", "serf-trio"], out
+    assert all(r.split("|")[6].strip() == "0" for r in rows), out  # no false failures
+    assert rows[0].split("|")[13].strip() == "-"  # serf has no loop counters
+    assert int(rows[1].split("|")[13].split("/")[0]) >= 1  # the thawed agent saw its stall
+    assert len(json.loads((tmp_path / "out.json").read_text())) == 2

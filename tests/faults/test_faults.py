@@ -97,6 +97,7 @@ def test_a_three_second_freeze_is_refuted_never_failed(can_fault: None, tmp_path
         tallies = c.tallies()
     assert out.false_failed == [] and out.failed_seen == 0, out.row()
     assert out.all_alive_end, out.notes
+    assert out.stalls is not None and out.stalls >= 1  # the thawed agent knew it had stalled
     # An accusation can only be withdrawn by the accused's refutation: if anyone suspected
     # the frozen agent, it refuted once it ran again.
     if any(victim in t.suspected for t in tallies.values()):
