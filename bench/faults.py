@@ -7,7 +7,8 @@ counts from the agents' own logs what they did:
 * ``loss``      10 % loss on every link, each way, UDP and TCP, for ``--loss-seconds`` (600);
 * ``partition`` the even and odd hosts cut apart for ``--partition-seconds`` (60), then healed;
                 the time until each side listed the other failed, and from the heal until every
-                member was alive everywhere again;
+                member was alive everywhere again (the cut starts after a random 0-30 s lead,
+                so repeated runs sample the phase of Serf's 30 s reconnect ticker);
 * ``freeze``    the last agent SIGSTOPped for 3 s (must be refuted), then, in a new cluster,
                 for 30 s (must be detected, and alive everywhere after SIGCONT);
 * ``busy``      2 busy loops for 60 s, then 8 for 30 s, then a 15 s tail (the reference run's
@@ -35,6 +36,7 @@ import argparse
 import base64
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -46,6 +48,7 @@ from _common import binaries_present, impls, interrupt_on_signals
 from serf_trio.testing import fault_scenarios as sc
 from serf_trio.testing.faults import Cluster, Fabric, unavailable
 
+RECONNECT = 30.0  # Serf's reconnect_interval, the same in both implementations
 SCENARIOS = ("loss", "partition", "freeze", "busy", "mixed")
 COLUMNS = (
     "scenario", "impls", "encrypted", "agents", "minutes", "false failed", "failed seen",
@@ -91,7 +94,17 @@ def plan(args: argparse.Namespace, key: str | None) -> list[tuple[str, list[str]
         if "loss" in chosen:
             runs.append(("loss", kinds, lambda c: sc.lossy(c, 0.10, args.loss_seconds)))
         if "partition" in chosen:
-            runs.append(("partition", kinds, lambda c: sc.partitioned(c, args.partition_seconds)))
+            # A random lead before the cut samples the phase of Serf's 30 s reconnect ticker,
+            # which sets the heal time (see ``partitioned``).
+            runs.append(
+                (
+                    "partition",
+                    kinds,
+                    lambda c: sc.partitioned(
+                        c, args.partition_seconds, lead=random.uniform(0, RECONNECT)
+                    ),
+                )
+            )
         if "freeze" in chosen:
             runs.append(("freeze 3 s", kinds, lambda c: sc.frozen(c, len(c) - 1, 3.0)))
             if not args.quick:

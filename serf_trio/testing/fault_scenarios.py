@@ -114,13 +114,23 @@ def lossy(c: Cluster, share: float, seconds: float) -> Outcome:
 
 
 def partitioned(
-    c: Cluster, seconds: float, heal_limit: float = HEAL_LIMIT, split_limit: float = 90.0
+    c: Cluster,
+    seconds: float,
+    heal_limit: float = HEAL_LIMIT,
+    split_limit: float = 90.0,
+    lead: float = 0.0,
 ) -> Outcome:
     """Cut the cluster in two halves (even and odd hosts, so a mixed cluster mixes each side)
     for ``seconds``, or until each side lists the other failed if that takes longer (at most
     ``split_limit``), then heal.  Each side should mark the other failed, nobody a member of its
-    own side, and every member should be alive everywhere again with no restart."""
+    own side, and every member should be alive everywhere again with no restart.
+
+    What heals a cut is Serf's reconnect: every ``reconnect_interval`` (30 s) each agent tries
+    to join one random failed member.  The agents' tickers start with them, so the heal time is
+    set by where the heal falls in their phase; ``lead`` seconds of waiting before the cut
+    moves it (pass a random lead to sample the phases)."""
     out = _outcome(c, "partition", seconds)
+    _hold(c, lead)
     n = len(c)
     sides = [list(range(0, n, 2)), list(range(1, n, 2))]
     side_of = {c.names[i]: k for k, s in enumerate(sides) for i in s}
