@@ -59,5 +59,7 @@ def test_a_ping_burst_gets_every_ack_and_drops_nothing_outgoing() -> None:
     acks, stats = trio.run(body)
     handled = stats["memberlist"]["messages_in.ping"]
     assert stats["driver"]["outgoing_dropped"] == 0
-    assert isinstance(handled, int) and handled > PINGS // 2  # some may drop on the way in
+    # How many pings the core handles depends on how busy the box is (the rest are dropped on
+    # the way in, counted): the claims are that it handled some and acked every one of them.
+    assert isinstance(handled, int) and handled >= BURST
     assert acks == handled
