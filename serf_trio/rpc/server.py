@@ -56,6 +56,10 @@ from .api import (
 MAX_CONNECTIONS = 256
 OUT_QUEUE_FRAMES = 512  # stream records buffered per connection before dropping
 MAX_PENDING_QUERIES = 1024  # per-connection query ID -> agent token entries kept for respond
+# A client that has not completed its handshake (and auth, where required) this long after
+# connecting is closed: with a connection cap, idle strangers could otherwise hold every slot.
+# Serf's own clients handshake at once; Serf's agent has no such deadline (and no cap).
+ADMIT_TIMEOUT = 10.0
 LISTEN_BACKLOG = 64
 _RECV = 64 * 1024
 _NS = 1_000_000_000
@@ -112,9 +116,12 @@ class RpcServer:
         max_object: int = p.DEFAULT_MAX_OBJECT,
         out_queue: int = OUT_QUEUE_FRAMES,
         make_dir: bool = True,
+        admit_timeout: float = ADMIT_TIMEOUT,
     ) -> None:
         """``make_dir``: create the socket's directory (mode 0700) when it is missing; False
-        makes a missing directory an error (the agent creates only its runtime directory)."""
+        makes a missing directory an error (the agent creates only its runtime directory).
+        ``admit_timeout``: seconds a new connection has to complete its handshake (and auth
+        when ``rpc_auth`` is set) before it is closed."""
         if socket_path is None and tcp_addr is None:
             raise ValueError("RpcServer needs a socket_path or a tcp_addr")
         self.api = api
@@ -125,7 +132,11 @@ class RpcServer:
         self.max_connections = max_connections
         self.max_object = max_object
         self.out_queue = out_queue
+        self.admit_timeout = admit_timeout
         self._unix_ino: int | None = None
+        # Connections not yet admitted (no handshake, or no auth where required), oldest first:
+        # at the connection cap the oldest of them makes room for a newcomer.
+        self._unadmitted: dict[_Connection, None] = {}
         self._open = 0
         self._total = 0
         self._rejected = 0
@@ -251,7 +262,17 @@ class RpcServer:
     # -- connections ----------------------------------------------------------------------------
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        if self._open >= self.max_connections:
+        if self._open >= self.max_connections and self._unadmitted:
+            # Strangers that never handshake must not lock clients out until their admission
+            # deadline: the oldest one not admitted yet is closed for the newcomer (counted as
+            # rejected).  Admitted connections are never evicted.
+            victim = next(iter(self._unadmitted))
+            del self._unadmitted[victim]
+            victim.evict()
+            self._rejected += 1
+            self.log.warning("rpc_connection_evicted", reason="connection cap reached, not "
+                             "admitted", limit=self.max_connections)  # fmt: skip
+        elif self._open >= self.max_connections:
             self._rejected += 1
             self.log.warning("rpc_connection_rejected", reason="too many connections",
                              limit=self.max_connections)  # fmt: skip
@@ -365,12 +386,29 @@ class _Connection:
         self.next_query_id = 1
         self.dropped = 0
         self.nursery: trio.Nursery | None = None
+        self.evicted = False
+
+    def evict(self) -> None:
+        """Close this connection from outside (the server needs its slot)."""
+        self.evicted = True
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
 
     async def run(self) -> None:
+        self.server._unadmitted[self] = None
+        try:
+            await self._serve()
+        finally:
+            self.server._unadmitted.pop(self, None)
+
+    async def _serve(self) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                if self.evicted:  # evicted before it ever ran
+                    nursery.cancel_scope.cancel()
                 self.nursery = nursery
                 nursery.start_soon(self._writer)
+                nursery.start_soon(self._admission_deadline)
                 await self._read_loop()
                 nursery.cancel_scope.cancel()
         except* p.ProtocolError as eg:
@@ -383,6 +421,15 @@ class _Connection:
             # A bug behind one command must cost that client its connection, not the agent its
             # RPC server (bad input never kills the agent): log the traceback, serve the others.
             self.server._note_internal_error(eg)
+
+    def _admitted(self) -> bool:
+        return self.version != 0 and (self.authed or not self.api.rpc_auth)
+
+    async def _admission_deadline(self) -> None:
+        """Close the connection if it is not admitted within the server's ``admit_timeout``."""
+        await trio.sleep(self.server.admit_timeout)
+        if not self._admitted():
+            raise _Drop(f"no handshake or auth within {self.server.admit_timeout:g} s")
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -423,6 +470,8 @@ class _Connection:
             body = await self._body(cmd) if cmd in p.REQUEST_BODIES else {}
             if not await self._dispatch(cmd, seq, body):
                 return
+            if self._admitted():
+                self.server._unadmitted.pop(self, None)
 
     # -- output ---------------------------------------------------------------------------------
 

@@ -438,6 +438,65 @@ def test_connection_cap(sock_path: Path) -> None:
     run(body)
 
 
+def test_at_the_cap_a_newcomer_evicts_the_oldest_stranger_never_an_admitted_client(
+    sock_path: Path,
+) -> None:
+    async def body() -> None:
+        async with running_server(FakeAgent(), sock_path, max_connections=3) as (server, _):
+            admitted = await Raw.open(sock_path)
+            await admitted.handshake()
+            old, young = await Raw.open(sock_path), await Raw.open(sock_path)  # never handshake
+            await trio.testing.wait_all_tasks_blocked()
+            newcomer = await Raw.open(sock_path)
+            await newcomer.handshake()  # served: it took the oldest stranger's slot
+            assert await old.recv() is EOF
+            for raw, seq in ((newcomer, 5), (admitted, 6)):
+                await raw.send({"Command": "members", "Seq": seq})
+                assert (await raw.recv())["Seq"] == seq
+                assert len((await raw.recv())["Members"]) == 3
+            # Now three admitted-or-stranger slots: the next newcomer evicts ``young``.
+            last = await Raw.open(sock_path)
+            await last.handshake()
+            assert await young.recv() is EOF
+            # Only admitted connections left: a stranger is refused.
+            await trio.testing.wait_all_tasks_blocked()
+            refused = await Raw.open(sock_path)
+            assert await refused.recv() is EOF
+            assert server.statistics().connections_rejected == 3
+
+    run(body)
+
+
+@pytest.mark.parametrize("auth", ["", "s3cr3t"])
+def test_a_connection_not_admitted_in_time_is_closed_and_an_admitted_one_kept(
+    sock_path: Path, auth: str
+) -> None:
+    """A stranger that connects and never handshakes (or, with rpc_auth, never authenticates)
+    is closed after ``admit_timeout``: idle strangers cannot hold every connection slot."""
+
+    async def body() -> None:
+        agent = FakeAgent(rpc_auth=auth)
+        async with running_server(agent, sock_path, admit_timeout=0.3) as (server, _):
+            kept = await Raw.open(sock_path)
+            await kept.handshake()
+            if auth:
+                await kept.send({"Command": "auth", "Seq": 2}, {"AuthKey": auth})
+                assert await kept.recv() == {"Error": "", "Seq": 2}
+            idle = await Raw.open(sock_path)
+            half = await Raw.open(sock_path)  # handshakes, but never authenticates
+            await half.handshake()
+            assert await idle.recv() is EOF  # after the deadline (the test's LIMIT bounds it)
+            if auth:
+                assert await half.recv() is EOF
+            # Both deadlines of the admitted connection have passed: it still works.
+            await kept.send({"Command": "members", "Seq": 3})
+            assert (await kept.recv())["Seq"] == 3
+            assert len((await kept.recv())["Members"]) == 3
+            assert server.statistics().protocol_errors == (2 if auth else 1)
+
+    run(body)
+
+
 # -- the socket file -----------------------------------------------------------------------------
 
 
