@@ -15,6 +15,10 @@ Connection rules (RPC.md 2, as Serf's ipc.go applies them):
 4. Malformed msgpack, a body of the wrong shape, an object over ``max_object`` bytes, or an
    invalid ``members-filtered`` regex close that connection without an answer (logged).  Other
    connections are never affected.
+5. (serf-trio's, not Serf's) At most ``max_connections`` at once.  A connection must be
+   admitted (handshake, and auth where required) within ``admit_timeout`` or it is closed; at
+   the cap a newcomer takes the slot of the oldest connection not yet admitted, and only when
+   every connection is admitted is a newcomer refused.
 
 Requests on one connection are handled in order (as Serf does); streams (``stream``,
 ``monitor``, ``query``) run as tasks that interleave their records, each record tagged with the
