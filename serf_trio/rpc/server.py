@@ -65,6 +65,12 @@ MAX_PENDING_QUERIES = 1024  # per-connection query ID -> agent token entries kep
 # Serf's own clients handshake at once; Serf's agent has no such deadline (and no cap).
 ADMIT_TIMEOUT = 10.0
 LISTEN_BACKLOG = 64
+# The largest request accepted.  Serf's requests are small: a user event's name and payload
+# are capped at 9 KiB by Serf itself, a query travels in one UDP packet (< 64 KiB), keys and
+# tags are tiny.  The cap bounds what one connection can make the agent buffer, and with
+# MAX_CONNECTIONS what all of them can: 256 x (128 KiB + one 64 KiB read) is under 50 MiB of
+# input buffers, where a 1 MiB cap allowed a quarter of a gigabyte.
+MAX_REQUEST = 128 * 1024
 _RECV = 64 * 1024
 _NS = 1_000_000_000
 
@@ -117,7 +123,7 @@ class RpcServer:
         tcp_addr: tuple[str, int] | None = None,
         logger: Any = None,
         max_connections: int = MAX_CONNECTIONS,
-        max_object: int = p.DEFAULT_MAX_OBJECT,
+        max_object: int = MAX_REQUEST,
         out_queue: int = OUT_QUEUE_FRAMES,
         make_dir: bool = True,
         admit_timeout: float = ADMIT_TIMEOUT,

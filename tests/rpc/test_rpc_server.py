@@ -381,15 +381,17 @@ def test_oversized_frame_closes_that_connection(sock_path: Path) -> None:
     run(body)
 
 
-def test_object_over_the_default_1mib_cap_closes_the_connection(sock_path: Path) -> None:
+def test_object_over_the_default_request_cap_closes_the_connection(sock_path: Path) -> None:
     async def body() -> None:
         async with running_server(FakeAgent(), sock_path) as (server, _):
             raw = await Raw.open(sock_path)
             await raw.handshake()
-            # a str32 that declares 3 MiB: refused once more than 1 MiB of it is buffered
-            head = b"\xdb" + (3 << 20).to_bytes(4, "big")
+            # an event whose payload is a bin32 that declares 3 MiB: refused once more than the
+            # 128 KiB cap of it is buffered
+            head = p.pack({"Command": "event", "Seq": 2}) + b"\x83\xa4Name\xa1x\xa8Coalesce\xc2"
+            head += b"\xa7Payload\xc6" + (3 << 20).to_bytes(4, "big")
             with contextlib.suppress(trio.BrokenResourceError):
-                await raw.send_bytes(head + b"x" * (1 << 20) + b"x" * 100_000)
+                await raw.send_bytes(head + b"x" * (server.max_object + 100_000))
             assert await raw.recv() is EOF
             assert server.statistics().protocol_errors == 1
 
