@@ -19,9 +19,13 @@ class SerfCounters:
     user_events_sent: int = 0
     user_events_received: int = 0  # delivered here (after dedupe)
     user_events_by_name: dict[str, int] = field(default_factory=dict)  # received
+    # Dropped on arrival as older than the event buffer's window or the snapshot floor (serf
+    # handleUserEvent: "received old event"); duplicates are not drops (already delivered).
+    user_events_too_old: int = 0
     queries_sent: int = 0
     queries_received: int = 0  # delivered here
     queries_by_name: dict[str, int] = field(default_factory=dict)  # received
+    queries_too_old: int = 0  # dropped on arrival, as for user events
     query_acks: int = 0  # received by us as the originator
     query_responses: int = 0  # received by us as the originator
     messages_sent: int = 0  # Serf messages: each broadcast transmission and direct packet

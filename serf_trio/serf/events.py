@@ -71,6 +71,7 @@ class UserEvents:
     ) -> None:
         self._config = ctx.config
         self._out = ctx.out
+        self._counters = ctx.counters
         self._clock = clock  # the event clock
         self.buffer = buffer  # also the push/pull Events array
         self.queue = queue  # serf event broadcasts
@@ -99,7 +100,9 @@ class UserEvents:
     def handle(self, msg: UserEvent) -> bool:
         """serf handleUserEvent: deliver a new event; True if it was new (to rebroadcast)."""
         self._clock.witness(msg.ltime)
-        ok, _why = self.buffer.accept(self._clock.time(), msg.ltime, msg.name, msg.payload)
+        ok, why = self.buffer.accept(self._clock.time(), msg.ltime, msg.name, msg.payload)
         if ok:
             self._out.emit(SerfUserEvent(msg.name, msg.payload, msg.ltime, msg.cc))
+        elif why != "duplicate":
+            self._counters.user_events_too_old += 1
         return ok

@@ -140,9 +140,16 @@ class SerfStats:
     user_events_sent: int = 0
     user_events_received: int = 0  # delivered here, after dedupe
     user_events_by_name: dict[str, int] = field(default_factory=dict)  # received, by name
+    user_events_too_old: int = 0  # dropped on arrival: older than the buffer window or floor
     queries_sent: int = 0
     queries_received: int = 0  # delivered here
     queries_by_name: dict[str, int] = field(default_factory=dict)  # received, by name
+    queries_too_old: int = 0  # dropped on arrival, as for user events
+    # Broadcasts dropped from a full queue (max_queue_depth: the oldest go first, as in serf
+    # checkQueueDepth) before they were sent their full number of times.
+    intent_queue_dropped: int = 0
+    event_queue_dropped: int = 0
+    query_queue_dropped: int = 0
     query_acks: int = 0  # received by us as originator
     query_responses: int = 0  # received by us as originator
     messages_sent: int = 0  # Serf-layer messages (broadcast transmissions + direct packets)
@@ -392,6 +399,11 @@ class SerfNode:
             user_events_sent=c.user_events_sent,
             user_events_received=c.user_events_received,
             user_events_by_name=dict(c.user_events_by_name),
+            user_events_too_old=c.user_events_too_old,
+            queries_too_old=c.queries_too_old,
+            intent_queue_dropped=self._bq_intents.dropped,
+            event_queue_dropped=self._bq_events.dropped,
+            query_queue_dropped=self._bq_queries.dropped,
             queries_sent=c.queries_sent,
             queries_received=c.queries_received,
             queries_by_name=dict(c.queries_by_name),

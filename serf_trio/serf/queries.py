@@ -75,6 +75,7 @@ class Queries:
         self._addr = ctx.addr
         self._members = ctx.members
         self._out = ctx.out
+        self._counters = ctx.counters
         self._rng = ctx.rng
         self._swim_config = swim_config
         self._clock = clock  # the query clock
@@ -212,8 +213,10 @@ class Queries:
         """serf handleQuery up to the answer: ``(rebroadcast, dest, deadline)``, where
         ``dest`` (the originator's address) is ``None`` when this node does not answer."""
         self._clock.witness(q.ltime)
-        ok, _why = self._buffer.accept(self._clock.time(), q.ltime, q.id)
+        ok, why = self._buffer.accept(self._clock.time(), q.ltime, q.id)
         if not ok:
+            if why != "duplicate":
+                self._counters.queries_too_old += 1
             return False, None, 0.0
         rebroadcast = not q.no_broadcast
         if not filters_match(q.filters, self._name, self._tags()):

@@ -32,6 +32,25 @@ def test_user_events_sent_received_and_by_name() -> None:
     assert sc.user_events_received == 3
     assert sc.user_events_by_name == {"deploy": 2, "restart": 1}
     assert sa.user_events_received == 3  # the sender delivers its own event too (Serf does)
+    assert sc.user_events_too_old == 0  # the replays were duplicates, not drops
+
+
+def test_an_event_flood_counts_queue_drops_at_the_sender_and_old_events_at_receivers() -> None:
+    """Every event a receiver did not deliver is accounted for: dropped from the sender's full
+    broadcast queue before it was sent enough, dropped on arrival as older than the receiver's
+    event window, or never arrived (which the sender's queue drops explain)."""
+    serf = dataclasses.replace(SERF, event_buffer=8, max_queue_depth=16)
+    p = Pump(seed=23, serf=serf)
+    p.cluster("a", "b", "c")
+    for i in range(100):
+        p.feed("a", p.by_name["a"].user_event(p.now, f"e{i}", b"", False))
+    p.run_for(60.0)
+    sa, sb = p.by_name["a"].serf_statistics(), p.by_name["b"].serf_statistics()
+    assert sa.user_events_sent == 100
+    assert sa.event_queue_dropped >= 100 - 16  # the queue holds 16: the rest were pushed out
+    assert sb.user_events_too_old > 0
+    assert 0 < sb.user_events_received + sb.user_events_too_old <= 100
+    assert sb.event_queue_dropped == 0
 
 
 def test_queries_sent_received_acks_and_responses() -> None:
