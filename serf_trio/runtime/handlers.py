@@ -15,11 +15,15 @@ timeout (one hanging script stalls every later event):
   SIGKILL to the group;
 * failures are logged with the exit code and the tail of the output (stdout and stderr share
   one pipe, as in Serf, so a script's error message is the end of it);
-* ``enqueue`` never waits: a full queue drops the event for that handler, counts and logs it,
-  so nothing here can block membership.
+* ``enqueue`` never waits: a full queue drops a user event or query for that handler, counts
+  and logs it, so nothing here can block membership.  Member events are never dropped (the
+  delivery contract): one that finds the queue full waits beside it and runs next.
 
 Queues (one per handler): producer ``enqueue`` (the agent's event task), consumer the handler's
-worker, size ``SupervisorConfig.queue_size``, full policy drop + count + ``handler_queue_full``.
+worker, size ``SupervisorConfig.queue_size``, full policy drop + count + ``handler_queue_full``
+for user events and queries; member events that find it full go to ``members_waiting``, which
+the worker empties before it takes the next queued event (bounded by the member-event batches
+the coalescer can emit while one run lasts, at most ``timeout`` + ``kill_grace``).
 
 Reload (``update``): handlers are identified by their spec text; unchanged ones keep their
 queue and worker, new ones start, removed ones get no new events and finish what is queued.
@@ -43,8 +47,9 @@ import shlex
 import shutil
 import signal
 import subprocess
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -130,6 +135,8 @@ class _Handler:
     dropped: int = 0
     truncated: int = 0
     responses: int = 0
+    # Member events that found the queue full (never dropped; see ``enqueue``).
+    members_waiting: deque[object] = field(default_factory=deque)
 
 
 @record
@@ -301,6 +308,15 @@ class HandlerSupervisor:
             try:
                 h.send.send_nowait(event)
             except trio.WouldBlock:
+                if kind[0].startswith("member-"):
+                    # The delivery contract: member events are never dropped.  A full queue is
+                    # full of user events or queries (member events reach us coalesced, a few
+                    # batches a second at most), so a member event waits beside it and the
+                    # worker takes it next.  What waits is bounded by how long one run may
+                    # take (the timeout), not by the event rate.
+                    h.members_waiting.append(event)
+                    queued += 1
+                    continue
                 h.dropped += 1
                 self._log.warning(
                     "handler_queue_full",
@@ -318,7 +334,7 @@ class HandlerSupervisor:
         return [
             HandlerStatistics(
                 spec=h.spec.text,
-                queued=h.send.statistics().current_buffer_used,
+                queued=h.send.statistics().current_buffer_used + len(h.members_waiting),
                 runs=h.runs,
                 failures=h.failures,
                 timeouts=h.timeouts,
@@ -339,8 +355,17 @@ class HandlerSupervisor:
 
     async def _worker(self, h: _Handler) -> None:
         async with h.receive:
-            async for event in h.receive:
+            while True:
+                if h.members_waiting:  # member events that found the queue full go first
+                    await self._handle(h, h.members_waiting.popleft())
+                    continue
+                try:
+                    event = await h.receive.receive()
+                except trio.EndOfChannel:
+                    break
                 await self._handle(h, event)
+        while h.members_waiting:  # removed by a reload: finish what is waiting too
+            await self._handle(h, h.members_waiting.popleft())
 
     async def _handle(self, h: _Handler, event: object) -> None:
         kind = event_type_and_name(event) or ("", "")

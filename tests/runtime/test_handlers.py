@@ -304,6 +304,29 @@ def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
     assert out.read_text().split() == ["1", "2", "3"]
 
 
+def test_a_full_queue_drops_user_events_but_never_a_member_event(tmp_path: Path) -> None:
+    """The delivery contract holds at the handler queue too: under a user-event flood a member
+    event is not dropped; it waits beside the full queue and runs before the queued events."""
+    out = tmp_path / "out"
+    cfg = SupervisorConfig(timeout=5.0, queue_size=2)
+    sup = supervisor([f"echo $SERF_EVENT${{SERF_USER_LTIME:-}} >> {q(out)}"], cfg)
+    join = SerfMemberEvent("member-join", (member("n2", "10.0.0.2", {}),))
+    leave = SerfMemberEvent("member-leave", (member("n2", "10.0.0.2", {}),))
+
+    async def body(sup: HandlerSupervisor) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        queued = [sup.enqueue(SerfUserEvent("e", b"", lt, False)) for lt in range(1, 6)]
+        queued += [sup.enqueue(join), sup.enqueue(SerfUserEvent("e", b"", 6, False))]
+        queued.append(sup.enqueue(leave))
+        assert queued == [1, 1, 1, 0, 0, 1, 0, 1]
+        await wait_for(lambda: stats(sup).runs == 5)
+
+    run_with(sup, body)
+    assert stats(sup).dropped == 3  # user events 4, 5 and 6; no member event
+    # Event 1 was running; the member events that found the queue full went before 2 and 3.
+    assert out.read_text().split() == ["user1", "member-join", "member-leave", "user2", "user3"]
+
+
 def test_enqueue_ignores_non_events_and_unmatched() -> None:
     sup = supervisor(["member-join=true"])
     assert sup.enqueue(object()) == 0
