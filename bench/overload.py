@@ -120,9 +120,12 @@ class Agents:
             kill_group(proc)
 
 
-def flood(rpc: str, kind: str, rate: float, seconds: float, on_tick: Any) -> int:
+def flood(
+    rpc: str, kind: str, rate: float, seconds: float, on_tick: Any
+) -> tuple[int, float | None]:
     """Send ``rate`` requests a second for ``seconds`` on one pipelined connection; a thread
-    drains the answers.  Returns how many were sent."""
+    drains the answers.  Returns how many were sent, and when (seconds in) the agent stopped
+    reading them for 10 s, if it did (the flood then ends there)."""
     host, port = rpc.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
     stop = threading.Event()
@@ -138,6 +141,7 @@ def flood(rpc: str, kind: str, rate: float, seconds: float, on_tick: Any) -> int
     sock.sendall(p.encode_request(p.HANDSHAKE, 0, {"Version": p.IPC_VERSION}))
     reader.start()
     sent = 0
+    stalled: float | None = None
     t0 = time.monotonic()
     try:
         while (elapsed := time.monotonic() - t0) < seconds:
@@ -154,13 +158,17 @@ def flood(rpc: str, kind: str, rate: float, seconds: float, on_tick: Any) -> int
                             "Timeout": 10**9, "Name": f"q{sent}", "Payload": b"",
                             "RelayFactor": 0}  # fmt: skip
                     batch += p.encode_request(p.QUERY, sent, body)
-            sock.sendall(batch)
+            try:
+                sock.sendall(batch)
+            except OSError:  # TimeoutError included: the agent stopped reading requests
+                stalled = round(time.monotonic() - t0 - 10, 1)
+                break
             time.sleep(0.01)
     finally:
         stop.set()
         reader.join(5)
         sock.close()
-    return sent
+    return sent, stalled
 
 
 def runs_of(path: Path) -> list[str]:
@@ -203,14 +211,14 @@ def run_impl(impl: str, args: argparse.Namespace) -> dict[str, Any]:
                                      daemon=True).start()  # fmt: skip
 
             result: dict[str, Any] = {"impl": impl, "agents": args.agents}
-            result["events_sent"] = flood(a.rpc[names[0]], "user", args.rate, args.seconds, tick)
+            sent, stalled = flood(a.rpc[names[0]], "user", args.rate, args.seconds, tick)
+            result["events_sent"], result["events_rpc_stalled_after_s"] = sent, stalled
             time.sleep(args.drain)
             result["events"] = collect(a, names, workdir, "user", peak, rss0)
             if args.query_seconds > 0:
                 state["joined"] = state["left"] = True
-                result["queries_sent"] = flood(
-                    a.rpc[names[0]], "query", args.rate, args.query_seconds, tick
-                )
+                sent, stalled = flood(a.rpc[names[0]], "query", args.rate, args.query_seconds, tick)
+                result["queries_sent"], result["queries_rpc_stalled_after_s"] = sent, stalled
                 time.sleep(args.drain)
                 before = {n: r.get("handler_dropped_total", 0) for n, r in result["events"].items()}
                 result["queries"] = collect(a, names, workdir, "query", peak, rss0, before)
