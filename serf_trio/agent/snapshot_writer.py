@@ -4,7 +4,8 @@
 for the lines to append); this module owns the I/O, and keeps it off the event loop:
 
 * **Start** (``load_snapshot``): the file is read in a worker thread; a missing file is a fresh
-  start, an unreadable or corrupt one a warning per problem and a clean (partial) start.  The
+  start, an unreadable or corrupt one a warning per problem and a clean (partial) start.  A torn
+  last line (a kill inside a write) is cut off before the writer appends (``_open_append``).  The
   agent hands the state to the Serf core *before* the node opens its sockets, so no user event
   at or below the saved event clock is ever delivered again.
 * **Running** (``SnapshotWriter``): ``record(event)`` / ``clock(t)`` / ``leave()`` are
@@ -18,7 +19,9 @@ for the lines to append); this module owns the I/O, and keeps it off the event l
 * **Compaction**: when the file grows past ``SnapshotLog.needs_compaction``, its content is
   rewritten from ``SnapshotLog.compaction()`` into a temp file in the same directory, which is
   fsynced and renamed over the file (then the directory is fsynced): a crash leaves either the
-  old or the new file, never a mix.  Texts queued before the rewrite are discarded (the rewrite
+  old or the new file, never a mix.  A temp file a killed compaction left behind is removed
+  before the next one (``files.remove_stale_temps``: the writer is the file's only writer), so
+  kill -9 leaves at most one.  Texts queued before the rewrite are discarded (the rewrite
   already contains them); texts queued after it are appended to the new file in order.
 
 Logs: ``snapshot_warning``, ``snapshot_read_failed``, ``snapshot_write_failed``,
@@ -38,6 +41,8 @@ import trio
 
 from serf_trio.record import record
 from serf_trio.serf.snapshot import SnapshotLog, SnapshotState, replay
+
+from .files import remove_stale_temps
 
 CHANNEL_SIZE = 1024  # queued texts before new ones are dropped (and a compaction is due)
 SHUTDOWN_FLUSH_LIMIT = 5.0  # seconds the final flush + fsync may take at shutdown
@@ -87,7 +92,38 @@ async def load_snapshot(path: Path, log: Any) -> SnapshotState:
     return state
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """Cut a last line without its newline off the file (see ``_open_append``)."""
+    try:
+        f = path.open("r+b")
+    except FileNotFoundError:
+        return
+    with f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = end
+        while pos > 0:  # back to the last newline, 64 KiB at a time (the file is finite)
+            start = max(0, pos - 65536)
+            f.seek(start)
+            cut = f.read(pos - start).rfind(b"\n")
+            if cut >= 0:
+                f.truncate(start + cut + 1)
+                return
+            pos = start
+        f.truncate(0)
+
+
 def _open_append(path: Path) -> IO[str]:
+    """Open for appending.  Rule: a kill inside a write can leave a torn last line (SIGKILL
+    stops a write between pages; replay skips such a line); appending after it would glue the
+    next record onto it and replay would drop that record too (an ``event-clock`` lost so lets
+    old events replay after the next restart), so the torn line is cut off first
+    (``bench/crash_safety.py`` found it)."""
+    _cut_torn_tail(path)
     return path.open("a", encoding="utf-8")
 
 
@@ -105,6 +141,7 @@ def _fsync(f: IO[str]) -> None:
 def _rewrite(path: Path, content: str) -> None:
     """Atomically replace ``path`` with ``content`` (temp file, fsync, rename, dir fsync)."""
     directory = path.parent
+    remove_stale_temps(directory, f".{path.name}.", ".compact")  # left by a killed compaction
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".compact", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
