@@ -122,6 +122,17 @@ def proc_cpu_clock(pid: int) -> float | None:
         return None
 
 
+def rss_mib(pid: int) -> float | None:
+    """VmRSS of process ``pid`` in MiB (None if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def percentile(xs: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..100) of a non-empty sequence."""
     s = sorted(xs)

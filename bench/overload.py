@@ -49,6 +49,7 @@ from _common import (
     impls,
     interrupt_on_signals,
     kill_group,
+    rss_mib,
     spawn_group,
     wait_for,
 )
@@ -65,16 +66,6 @@ query) sleep {sleep}; echo "query $SERF_QUERY_NAME" >> "$out"; echo ok ;;
 *) while read -r name rest; do echo "$SERF_EVENT $name" >> "$out"; done ;;
 esac
 """
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class Agents:

@@ -57,6 +57,7 @@ from _common import (
     interrupt_on_signals,
     kill_group,
     percentile,
+    rss_mib,
     spawn_group,
     wait_for,
 )
@@ -220,16 +221,6 @@ def worker_main(args: argparse.Namespace) -> int:
 
 
 # -- the prober and the agents --------------------------------------------------------------------
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def agent_argv(
