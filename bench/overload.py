@@ -20,7 +20,8 @@ and the handler queue (``handlers.dropped``).  ``unaccounted`` is what the agent
 unexplained of what its core received: received - (handler runs + dropped in the pipeline or at
 the handler queue + still waiting there); it should be 0 once the queues have drained.  An
 event an agent never received was pushed out of the sender's full queue or dropped on arrival
-as too old (a counter that also counts late copies of events delivered before).
+as too old (a counter that also counts late copies of events delivered before), or is still
+in the sender's broadcast queue (``queue_now``: gossip drains thousands of entries slowly).
 
     python bench/overload.py                       # both implementations, full length
     python bench/overload.py --impl serf-trio --seconds 10 --query-seconds 5 --json out.json
@@ -251,11 +252,13 @@ def collect(
                 row["received_in_core"] = int(sc.get("user_events_received", 0))
                 row["too_old_on_arrival"] = int(sc.get("user_events_too_old", 0))
                 row["sender_queue_dropped"] = int(sc.get("event_queue_dropped", 0))
+                row["queue_now"] = int(st.get("serf", {}).get("event_queue", 0))
                 row["pipeline_dropped"] = int(pipe.get("queue.dropped_user_events", 0))
             else:
                 row["received_in_core"] = int(sc.get("queries_received", 0))
                 row["too_old_on_arrival"] = int(sc.get("queries_too_old", 0))
                 row["sender_queue_dropped"] = int(sc.get("query_queue_dropped", 0))
+                row["queue_now"] = int(st.get("serf", {}).get("query_queue", 0))
                 row["pipeline_dropped"] = int(pipe.get("queue.dropped_queries", 0))
             row["handler_dropped_total"] = int(hand.get("dropped", 0))
             row["handler_dropped"] = row["handler_dropped_total"] - (before or {}).get(n, 0)

@@ -4,9 +4,9 @@ Runs ``bench/overload.py`` (serf-trio only, short): 500 user events a second for
 queries, into 3 agents whose handlers take 50 ms, while a fourth agent joins and leaves.  Every
 agent stays up and bounded in memory, marks nobody failed, runs ``member-join`` and
 ``member-leave`` for the fourth agent (member events are never dropped), and accounts for every
-user event it received (run by the handler, dropped at a counted place, or still queued) and
-for every one it did not (dropped from the sender's full queue, or as too old on arrival).
-Queries are flooded too, and must leave the agents up with member events delivered.
+user event and query it received (run by the handler, dropped at a counted place, or still
+queued) and for every one it did not (dropped from the sender's full queue or still in it, or
+dropped as too old on arrival).
 """
 
 from __future__ import annotations
@@ -38,22 +38,25 @@ def test_a_flood_is_delivered_or_counted_and_member_events_all_arrive(tmp_path: 
     for phase, sent_key in (("events", "events_sent"), ("queries", "queries_sent")):
         sent = res[sent_key]
         assert sent > 1000, res
-        sender_drops = res[phase]["o0"]["sender_queue_dropped"]
+        sender = res[phase]["o0"]
+        # Never arrived yet: pushed out of the sender's full queue, or still in it (gossip
+        # drains 4,096 entries slowly), or arrived too old.
+        unsent = sender["sender_queue_dropped"] + sender["queue_now"]
         for name, row in res[phase].items():
             assert row["alive"] and row["member_failed_runs"] == 0, (phase, name, row)
             assert row["member_join_seen"] and row["member_leave_seen"], (phase, name, row)
             assert row["rss_peak_mib"] < RSS_BOUND_MIB, (phase, name, row)
-            got = row["received_in_core"]
+            # What the core received was run, dropped at a counted place or is still queued.
+            # (For queries the handler's drop counter, shared by all kinds, also counts user
+            # events that arrive late during the query phase: the sum can only come out low.)
             if phase == "events":
                 assert 0 <= row["unaccounted"] <= IN_FLIGHT, (phase, name, row)
-            # Queries: the agent-side sum has come out up to 2 short, and most of the queries an
-            # agent never received are explained by no counter yet: open findings, reported by
-            # the bench and not asserted until they are explained.
+            else:
+                assert row["unaccounted"] <= IN_FLIGHT, (phase, name, row)
+            got = row["received_in_core"]
             if name == "o0":  # the sender delivers each of its own events and queries at once
                 assert got == sent, (phase, row)
-            elif phase == "events" and row["packets_dropped_full"] == 0:  # (else whole packets)
-                # Every event this agent never delivered is counted somewhere: pushed out of
-                # the sender's full queue, or dropped here as too old on arrival (a counter
-                # that also counts late copies of events delivered before).
+            elif row["packets_dropped_full"] == 0:  # (else whole packets were lost on arrival)
+                # Too-old arrivals also count late copies of events delivered before.
                 missing = sent - got
-                assert missing <= sender_drops + row["too_old_on_arrival"], (phase, name, row)
+                assert missing <= unsent + row["too_old_on_arrival"], (phase, name, row)
