@@ -299,7 +299,8 @@ def load_file(path: Path) -> dict[str, Any]:
             raw: object = tomllib.loads(data.decode("utf-8"))
         else:
             raw = json.loads(data)
-    except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError, TOMLDecodeError
+    # RecursionError: JSON or TOML nested deeper than the interpreter's recursion limit.
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError, ...
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
             f"{source}: invalid {path.suffix.lstrip('.') or 'json'}: {detail}"
@@ -393,7 +394,7 @@ def read_keyring_file(path: Path) -> list[bytes]:
         raw = json.loads(path.read_bytes())
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read keyring file: {exc.strerror or exc}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ConfigError(f"{where}: Failed to decode keyring file: {exc}") from None
     if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
         raise ConfigError(f"{where}: expected a JSON list of base64 keys")

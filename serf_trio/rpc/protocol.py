@@ -267,7 +267,13 @@ def decode_response_header(obj: Any) -> ResponseHeader:
 
 def pack(obj: Any) -> bytes:
     """msgpack as Serf's RPC codec writes it (str8 allowed, ``bytes`` as bin)."""
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    try:
+        data: bytes = msgpack.packb(obj, use_bin_type=True)
+    except UnicodeEncodeError:
+        # A member name (or tag) from a peer that was not valid UTF-8 is held with surrogate
+        # escapes (``wire.codec.text``); it goes to RPC clients as the bytes it came as (Serf
+        # passes Go strings through), instead of failing every ``members`` answer.
+        data = msgpack.packb(obj, use_bin_type=True, unicode_errors="surrogateescape")
     return data
 
 
@@ -374,8 +380,12 @@ def key_response_from_body(obj: Any, error: str = "") -> KeyResponse:
         {"Messages": Kind.STR_MAP, "NumErr": Kind.INT, "NumNodes": Kind.INT, "NumResp": Kind.INT},
         obj,
     )
+    if keys is not None:
+        # Keys is a Go map[string]int: an integer per key (int() took "7" and 1.5, and raised
+        # TypeError on nil, a list or a map).
+        keys = {_str(k, "Keys"): _field(Kind.INT, v, "Keys") for k, v in keys.items()}
     return KeyResponse(
-        keys=None if keys is None else {_str(k, "Keys"): int(v) for k, v in keys.items()},
+        keys=keys,
         messages=d["Messages"],
         num_nodes=d["NumNodes"],
         num_resp=d["NumResp"],

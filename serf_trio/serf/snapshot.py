@@ -120,7 +120,12 @@ def format_record(record: Record) -> str:
 
 def _valid_addr(addr: str) -> bool:
     host, sep, port = addr.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    # ASCII digits only (str.isdigit also takes "²", which int() refuses), compared without
+    # leading zeros (int() refuses strings of more than 4300 digits).
+    digits = port.lstrip("0")
+    if not sep or not host or not port.isascii() or not port.isdigit() or len(digits) > 5:
+        return False
+    if int(digits or "0") > 65535:
         return False
     if host.startswith("["):
         return host.endswith("]") and len(host) > 2
@@ -147,10 +152,14 @@ def _parse_line(line: str) -> Record | str | None:
     for prefix, cls in _CLOCKS:
         if line.startswith(prefix):
             text = line[len(prefix) :]
-            # Go ParseUint: decimal digits only, within uint64.
-            if not text.isascii() or not text.isdigit() or int(text) >= 2**64:
+            # Go ParseUint: decimal digits only, within uint64 (leading zeros allowed; they are
+            # dropped before int(), which refuses strings of more than 4300 digits).
+            digits = text.lstrip("0") or "0"
+            if not text.isascii() or not text.isdigit() or len(digits) > 20:
                 return f"bad clock value: {line!r}"
-            return cls(int(text))
+            if int(digits) >= 2**64:
+                return f"bad clock value: {line!r}"
+            return cls(int(digits))
     if line == "leave":
         return Leave()
     if line.startswith("coordinate: ") or line.startswith("#"):

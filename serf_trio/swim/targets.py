@@ -214,7 +214,11 @@ def ring_key(name: str) -> int:
     Cached process-wide: a simulator holds thousands of rings over the same names, and one
     int per name instead of one per ring and name is most of what a ring costs.
     """
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+    # A name from the wire that is not valid UTF-8 is held with surrogate escapes
+    # (``wire.codec.text``); hashing its original bytes keeps a stranger's bad name from
+    # raising out of the core's packet handler (found by fuzz_stream).
+    raw = name.encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
 # The last ring ``insert_many`` sorted: (its members, keys, names).

@@ -53,7 +53,12 @@ class FramingError(DecodeError):
 
 def pack(obj: Any) -> bytes:
     """msgpack as Go's gossip codec writes it: raw strings, no bin, no str8."""
-    return msgpack.packb(obj, use_bin_type=False)
+    try:
+        return msgpack.packb(obj, use_bin_type=False)
+    except UnicodeEncodeError:
+        # A string decoded from a peer keeps invalid UTF-8 as surrogate escapes (``text``: Go
+        # strings are bytes); re-gossiping it must write those bytes back as they came.
+        return msgpack.packb(obj, use_bin_type=False, unicode_errors="surrogateescape")
 
 
 def pack_struct(pairs: dict[str, Any]) -> bytes:

@@ -68,6 +68,16 @@ def test_member_roundtrip_and_sorted_keys() -> None:
     assert p.member_from_wire(msgpack.unpackb(p.pack(wire), raw=False)) == m
 
 
+def test_a_member_name_that_was_not_utf8_goes_out_as_the_bytes_it_came_as() -> None:
+    """A peer's name with invalid UTF-8 is held with surrogate escapes (wire.codec.text);
+    ``members`` must still answer, with the original bytes (found by fuzzing)."""
+    name = b"n\xff1".decode("utf-8", "surrogateescape")
+    m = RpcMember(name, bytes([10, 0, 0, 1]), 7946, {}, "alive")
+    data = p.pack(p.members_body([m]))
+    assert b"n\xff1" in data
+    assert msgpack.unpackb(data, raw=True)[b"Members"][0][b"Name"] == b"n\xff1"
+
+
 def test_coordinate_body_for_unknown_node_has_nil_vec() -> None:
     assert p.coordinate_body(None) == {
         "Coord": {"Adjustment": 0.0, "Error": 0.0, "Height": 0.0, "Vec": None},
