@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from serf_trio.rpc.client import RpcClient, RpcError
 
@@ -57,6 +58,7 @@ CLONE_NEWNET = 0x40000000  # <sched.h>
 IMPLS = ("serf-trio", "serf")
 HUB_HOST = 254
 RPC_TIMEOUT = 2.0
+T = TypeVar("T")
 
 
 def _run(argv: Sequence[str], stdin: str | None = None) -> None:
@@ -419,9 +421,9 @@ class Cluster:
             raise RuntimeError("no convergence: " + self.describe())
         return took
 
-    def statuses(self, i: int) -> dict[str, str] | None:
-        """Agent ``i``'s member list, name -> status, over its kept RPC connection (made in the
-        hub namespace); None if it does not answer."""
+    def _ask(self, i: int, fn: Callable[[RpcClient], T]) -> T | None:
+        """``fn`` on agent ``i``'s kept RPC connection (made in the hub namespace on first
+        use); None if the agent is not running or does not answer."""
         a = self.agents[i]
         if a is None or not a.running():
             return None
@@ -429,26 +431,26 @@ class Cluster:
             if a.client is None:
                 with entered(self.fabric.hub):
                     a.client = RpcClient(addr=f"{a.spec.ip}:{RPC_PORT}", timeout=RPC_TIMEOUT)
-            return {m.name: m.status for m in a.client.members()}
+            return fn(a.client)
         except (OSError, RpcError):
             self._drop(a)
             return None
+
+    def statuses(self, i: int) -> dict[str, str] | None:
+        """Agent ``i``'s member list, name -> status; None if it does not answer."""
+        return self._ask(i, lambda c: {m.name: m.status for m in c.members()})
 
     def loop_counters(self) -> tuple[int, int]:
         """(stalls caught up after, timer wakes 100 ms late or more), summed over the running
         serf-trio agents that answer ``stats``: how often their event loops fell behind."""
         stalls = late = 0
         for i in self.running():
-            a = self.agent(i)
-            if a.spec.impl != "serf-trio" or self.statuses(i) is None or a.client is None:
+            if self.impls[i] != "serf-trio":
                 continue
-            try:
-                st = a.client.stats()
-            except (OSError, RpcError):
-                self._drop(a)
-                continue
-            stalls += int(st.get("memberlist", {}).get("stalls", 0))
-            late += int(st.get("runtime_lag", {}).get("late_wakes", 0))
+            st = self._ask(i, lambda c: c.stats())
+            if st is not None:
+                stalls += int(st.get("memberlist", {}).get("stalls", 0))
+                late += int(st.get("runtime_lag", {}).get("late_wakes", 0))
         return stalls, late
 
     def _drop(self, a: Agent) -> None:
